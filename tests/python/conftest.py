@@ -42,3 +42,37 @@ def center_crop_pixels(path: Path, manifest: dict, size: int | None = None) -> n
     c = min(w, h) * manifest["input"]["resize"]["crop_fraction"]
     box = ((w - c) / 2, (h - c) / 2, (w + c) / 2, (h + c) / 2)
     return np.asarray(im.resize((size, size), Image.BILINEAR, box=box))
+
+
+def release_binary(name: str) -> Path:
+    """A release binary of the workspace (scripts/setup builds them)."""
+    path = ROOT / "target" / "release" / name
+    if not path.exists():
+        pytest.fail(f"{path} missing: run scripts/setup (it runs cargo build --release)")
+    return path
+
+
+def read_cache(directory: Path):
+    """(ids, float32 matrix, schema metadata) of every embedding part in a cache directory, via pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("failures"))
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    emb = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(table), -1)
+    return table.column("id").to_pylist(), emb.astype(np.float32), table.schema.metadata
+
+
+def read_failures(directory: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    out = {}
+    for p in directory.glob("failures-*.parquet"):
+        for row in pq.read_table(p).to_pylist():
+            out[row["id"]] = row
+    return out
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -1,0 +1,46 @@
+//! Errors of the extractor library.
+
+use std::path::PathBuf;
+
+/// Result with an [`ExtractError`].
+pub type Result<T, E = ExtractError> = std::result::Result<T, E>;
+
+/// Errors that stop an extraction job (per-image problems are [`crate::decode::ImageFailure`]s,
+/// recorded in the failures table instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// ONNX Runtime's shared library could not be found or loaded.
+    #[error("{0}")]
+    Runtime(String),
+    /// A model name or manifest that cannot be used.
+    #[error("model {model}: {message}")]
+    Model {
+        /// The name or path given.
+        model: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An error from ONNX Runtime.
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+    /// The feature cache layer.
+    #[error(transparent)]
+    Cache(#[from] feature_cache::CacheError),
+    /// An operating-system error on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl<T> From<ort::Error<T>> for ExtractError {
+    fn from(e: ort::Error<T>) -> Self {
+        ExtractError::Ort(e.to_string())
+    }
+}

@@ -1,0 +1,36 @@
+//! Image -> network input: crop and resize to a square of uint8 RGB (HWC), as the model manifest
+//! prescribes. Normalisation happens inside the ONNX graph.
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
+
+use crate::model::ResizePolicy;
+
+/// The crop box `(left, top, width, height)` a policy takes from a `w x h` image.
+pub fn crop_box(policy: ResizePolicy, w: u32, h: u32) -> (f64, f64, f64, f64) {
+    let (w, h) = (f64::from(w), f64::from(h));
+    match policy {
+        ResizePolicy::CenterCrop { crop_fraction } => {
+            let c = w.min(h) * crop_fraction;
+            ((w - c) / 2.0, (h - c) / 2.0, c, c)
+        }
+        ResizePolicy::Stretch => (0.0, 0.0, w, h),
+    }
+}
+
+/// Writes the `size x size x 3` network input for `img` into `out` (which it resizes).
+/// Bilinear with antialiasing (a convolution whose support grows with the scale factor), as
+/// Pillow's `Image.resize(..., BILINEAR, box=...)`.
+pub fn preprocess_into(img: &RgbImage, policy: ResizePolicy, size: u32, out: &mut Vec<u8>) {
+    let (w, h) = img.dimensions();
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).expect("RgbImage buffer is w x h x 3");
+    out.clear();
+    out.resize((size * size * 3) as usize, 0);
+    let mut dst = Image::from_slice_u8(size, size, out.as_mut_slice(), PixelType::U8x3)
+        .expect("buffer sized for size x size x 3");
+    let (left, top, cw, ch) = crop_box(policy, w, h);
+    let options =
+        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, cw, ch);
+    Resizer::new().resize(&src, &mut dst, &options).expect("same pixel type, non-empty images");
+}
