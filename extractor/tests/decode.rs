@@ -44,14 +44,17 @@ fn decompression_bomb_is_refused_before_allocation() {
 #[test]
 fn jpeg_truncation_detection() {
     let mut buf = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3])).write_to(&mut buf, image::ImageFormat::Jpeg).unwrap();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))
+        .write_to(&mut buf, image::ImageFormat::Jpeg)
+        .unwrap();
     let jpg = buf.into_inner();
     assert!(!jpeg_truncated(&jpg));
     let mut trailer = jpg.clone();
     trailer.extend_from_slice(b"camera trailer after EOI");
     assert!(!jpeg_truncated(&trailer));
     assert!(jpeg_truncated(&jpg[..jpg.len() - 10]));
-    let err = decode_bytes(&jpg[..jpg.len() - 10], Path::new("t.jpg"), &DecodeOptions::default()).unwrap_err();
+    let err =
+        decode_bytes(&jpg[..jpg.len() - 10], Path::new("t.jpg"), &DecodeOptions::default()).unwrap_err();
     assert_eq!(err.kind, FailureKind::Corrupt);
 }
 

@@ -23,11 +23,18 @@ fn make_images(dir: &Path) {
 
 fn extractor(input: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_extractor"));
-    cmd.args(["embed", input.to_str().unwrap(), "--model", "efficientnet-lite0", "--out", out.to_str().unwrap()])
-        .args(["--input-size", "64", "--batch-size", "4", "--part-size", "8", "--threads", "1", "--quiet"])
-        .args(["--device", "cpu", "--dtype", "f32"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "embed",
+        input.to_str().unwrap(),
+        "--model",
+        "efficientnet-lite0",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .args(["--input-size", "64", "--batch-size", "4", "--part-size", "8", "--threads", "1", "--quiet"])
+    .args(["--device", "cpu", "--dtype", "f32"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 
@@ -97,5 +104,8 @@ fn a_cache_of_another_model_configuration_is_refused() {
     let res = extractor(&images, &out).args(["--pooling", "flatten"]).output().unwrap();
     assert!(!res.status.success());
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(err.contains("already holds embeddings with dim = 1280") && err.contains("another --out"), "{err}");
+    assert!(
+        err.contains("already holds embeddings with dim = 1280") && err.contains("another --out"),
+        "{err}"
+    );
 }

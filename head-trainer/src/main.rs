@@ -1,1 +1,210 @@
-fn main() {}
+//! `head-trainer`: train topic heads on cached embeddings, evaluate, report, predict.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use head_trainer::config::RunConfig;
+use head_trainer::labels::EmptyPolicy;
+use head_trainer::model::LossKind;
+use head_trainer::run::{predict, train_one, Inputs};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Train a Dense(128, ReLU) + Dense(M, sigmoid) topic head on embeddings cached by `extractor`,
+/// evaluate it (per-label precision, recall, ROC/PR AUC, micro/macro averages) and write a run
+/// directory with metrics.json, report.md, ROC/PR/training plots, head weights and predictions.
+#[derive(Parser)]
+#[command(version, about, long_about = None, after_help = "\
+Examples:
+  head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --top-k 10 --out runs/fine10
+  head-trainer train --embeddings cache/lite0 --labels labels.csv --config run.toml --out runs/custom
+  head-trainer predict --head runs/fine10 --embeddings cache/new --out predictions.parquet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train and evaluate one head; writes a run directory.
+    Train(TrainArgs),
+    /// Apply a trained head to a cache of embeddings of the same model.
+    Predict {
+        /// Run directory written by `train`.
+        #[arg(long)]
+        head: PathBuf,
+        /// Cache directory (must come from the head's embedding model).
+        #[arg(long)]
+        embeddings: PathBuf,
+        /// Output Parquet: `id` and one `p:<label>` column per label.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Cache directory written by `extractor embed`.
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// Label table (.csv/.tsv/.jsonl/.parquet) with `id` and label columns.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Run directory to write.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// TOML run configuration; the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Label column to predict (e.g. `fine`, `coarse`, `ores`).
+    #[arg(long)]
+    column: Option<String>,
+    /// Keep the K most frequent labels.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep exactly these labels (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    labels_list: Option<Vec<String>>,
+    /// Drop labels with fewer training images.
+    #[arg(long)]
+    min_count: Option<usize>,
+    /// Taxonomy file (child -> parents) for ancestor expansion.
+    #[arg(long)]
+    taxonomy: Option<PathBuf>,
+    /// Images left without labels: `drop` (the seed's choice) or `negative`.
+    #[arg(long, value_parser = ["drop", "negative"])]
+    empty: Option<String>,
+    /// Loss: bce, class-weighted (the seed's), pos-weight, focal.
+    #[arg(long)]
+    loss: Option<LossKind>,
+    /// Hidden units.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Epochs (the best by validation macro PR AUC is kept).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long)]
+    learning_rate: Option<f32>,
+    /// Seed of initial weights and batch order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Precision target of the ORES-style max-recall threshold.
+    #[arg(long)]
+    min_precision: Option<f64>,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(0),
+        if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} batches  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+fn build_config(a: &TrainArgs) -> Result<RunConfig> {
+    let mut c = match &a.config {
+        Some(p) => RunConfig::load(p)?,
+        None => RunConfig::for_column(a.column.as_deref().context("--column (or --config) is required")?),
+    };
+    if let Some(v) = &a.column {
+        c.labels.column = v.clone();
+    }
+    if a.top_k.is_some() {
+        c.labels.top_k = a.top_k;
+    }
+    if a.labels_list.is_some() {
+        c.labels.labels = a.labels_list.clone();
+    }
+    if let Some(v) = a.min_count {
+        c.labels.min_count = v;
+    }
+    if a.taxonomy.is_some() {
+        c.labels.taxonomy = a.taxonomy.clone();
+    }
+    if let Some(v) = &a.empty {
+        c.labels.empty = if v == "negative" { EmptyPolicy::Negative } else { EmptyPolicy::Drop };
+    }
+    if let Some(v) = a.loss {
+        c.loss = v;
+    }
+    if let Some(v) = a.hidden {
+        c.hidden = v;
+    }
+    if let Some(v) = a.epochs {
+        c.train.epochs = v;
+    }
+    if let Some(v) = a.batch_size {
+        c.train.batch_size = v;
+    }
+    if let Some(v) = a.learning_rate {
+        c.train.learning_rate = v;
+    }
+    if let Some(v) = a.seed {
+        c.seed = v;
+        c.train.seed = v;
+    }
+    if let Some(v) = a.min_precision {
+        c.train.min_precision = v;
+    }
+    Ok(c)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            let config = build_config(&args)?;
+            let inputs = Inputs::load(&args.embeddings, &args.labels).with_context(|| {
+                format!("loading {} and {}", args.embeddings.display(), args.labels.display())
+            })?;
+            let bar = progress_bar(args.quiet);
+            let outcome = train_one(&inputs, &config, &args.out, &bar)?;
+            bar.finish_and_clear();
+            let t = &outcome.trained;
+            let (mi, ma) = (&t.test.micro, &t.test.macro_);
+            println!(
+                "{}: {} labels, best epoch {}, test micro ROC AUC {:.3}, macro ROC AUC {:.3}, micro F1 {:.3}, macro F1 {:.3} ({:.1}s) -> {}/report.md",
+                t.name,
+                t.labels.len(),
+                t.best_epoch,
+                mi.roc_auc.unwrap_or(f64::NAN),
+                ma.roc_auc.unwrap_or(f64::NAN),
+                mi.at_f1.f1,
+                ma.at_f1.f1,
+                t.seconds,
+                outcome.dir.display()
+            );
+            Ok(())
+        }
+        Command::Predict { head, embeddings, out } => {
+            let n = predict(&head, &embeddings, &out)?;
+            println!("wrote {n} predictions to {}", out.display());
+            Ok(())
+        }
+    }
+}

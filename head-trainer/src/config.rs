@@ -1,0 +1,75 @@
+//! Run configurations (`run.toml`): everything that defines one trained head.
+
+use std::path::Path;
+
+use feature_cache::SplitSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::labels::LabelConfig;
+use crate::model::LossKind;
+use crate::train::TrainSettings;
+
+/// One head's configuration, as `run.toml` holds it and `head.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Label configuration.
+    pub labels: LabelConfig,
+    /// Hidden units of the first dense layer.
+    #[serde(default = "default_hidden")]
+    pub hidden: usize,
+    /// Loss.
+    #[serde(default = "default_loss")]
+    pub loss: LossKind,
+    /// Seed of the initial weights.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Optimisation settings.
+    #[serde(default)]
+    pub train: TrainSettings,
+    /// Hash split (ignored for rows whose label table sets `split`).
+    #[serde(default)]
+    pub split: SplitSpec,
+}
+
+fn default_hidden() -> usize {
+    128
+}
+
+fn default_loss() -> LossKind {
+    LossKind::ClassWeighted
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+impl RunConfig {
+    /// Defaults for a label column.
+    pub fn for_column(column: &str) -> Self {
+        Self {
+            labels: LabelConfig::all(column),
+            hidden: default_hidden(),
+            loss: default_loss(),
+            seed: default_seed(),
+            train: TrainSettings::default(),
+            split: SplitSpec::default(),
+        }
+    }
+
+    /// Reads a TOML run configuration; errors name the file, line and key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        toml::from_str(&text).map_err(|e| TrainError::Config(toml_error(path, &text, &e)))
+    }
+}
+
+/// "file:line: message" for a TOML error.
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    match line {
+        Some(l) => format!("{}:{l}: {}", path.display(), e.message()),
+        None => format!("{}: {}", path.display(), e.message()),
+    }
+}

@@ -1,0 +1,492 @@
+//! The topic head — Dense(H, ReLU) + Dense(M, sigmoid) — for one or many label configurations
+//! at once.
+//!
+//! A [`HeadStack`] holds K heads over the same embeddings. Their first layers are stored side by
+//! side as one `D x (H_1 + … + H_K)` matrix, so one wide GEMM serves every head on each batch
+//! (forward and weight gradient); the second layers are separate `H_k x M_k` matrices. A single
+//! `train` run is a stack of one. All parameters live in one flat vector so Adam is one loop.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+
+/// Loss of one head, on logits `z` with `p = sigmoid(z)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Plain binary cross-entropy.
+    Bce,
+    /// BCE with positives of label j weighted n / (M · count_j) (the seed's balanced weights).
+    ClassWeighted,
+    /// BCE with positives of label j weighted neg_j / pos_j (the thesis' sample-weight loss).
+    PosWeight,
+    /// Focal loss with gamma = 2 (no alpha).
+    Focal,
+}
+
+impl std::str::FromStr for LossKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bce" => Ok(Self::Bce),
+            "class-weighted" => Ok(Self::ClassWeighted),
+            "pos-weight" => Ok(Self::PosWeight),
+            "focal" => Ok(Self::Focal),
+            _ => Err(format!("`{s}` is not a loss (bce, class-weighted, pos-weight, focal)")),
+        }
+    }
+}
+
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bce => "bce",
+            Self::ClassWeighted => "class-weighted",
+            Self::PosWeight => "pos-weight",
+            Self::Focal => "focal",
+        })
+    }
+}
+
+/// Focal loss exponent.
+pub const FOCAL_GAMMA: f32 = 2.0;
+
+/// Per-label loss weights of one head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossWeights {
+    /// The loss.
+    pub kind: LossKind,
+    /// Weight of positive targets, per label.
+    pub pos: Vec<f32>,
+}
+
+impl LossWeights {
+    /// Weights for `kind` from training counts: `n` training rows, `positives[j]` of label j.
+    pub fn new(kind: LossKind, n: usize, positives: &[usize]) -> Self {
+        let m = positives.len() as f32;
+        let pos = positives
+            .iter()
+            .map(|&c| {
+                let c = c.max(1) as f32;
+                match kind {
+                    LossKind::ClassWeighted => n as f32 / (m * c),
+                    LossKind::PosWeight => (n as f32 - c).max(0.0) / c,
+                    LossKind::Bce | LossKind::Focal => 1.0,
+                }
+            })
+            .collect();
+        Self { kind, pos }
+    }
+
+    /// Loss of one element and its derivative with respect to the logit.
+    #[inline]
+    pub fn loss_and_grad(&self, j: usize, z: f32, y: bool) -> (f32, f32) {
+        let p = sigmoid(z);
+        // log p and log(1 - p) computed stably from the logit
+        let log_p = -softplus(-z);
+        let log_q = -softplus(z);
+        match self.kind {
+            LossKind::Focal => {
+                let g = FOCAL_GAMMA;
+                if y {
+                    let q = 1.0 - p;
+                    (-q.powf(g) * log_p, g * p * q.powf(g) * log_p - q.powf(g + 1.0))
+                } else {
+                    (-p.powf(g) * log_q, -g * p.powf(g) * (1.0 - p) * log_q + p.powf(g + 1.0))
+                }
+            }
+            _ => {
+                if y {
+                    let a = self.pos[j];
+                    (-a * log_p, a * (p - 1.0))
+                } else {
+                    (-log_q, p)
+                }
+            }
+        }
+    }
+}
+
+/// Logistic function.
+#[inline]
+pub fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+#[inline]
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.max(0.0) + (-x.abs()).exp().ln_1p()
+    }
+}
+
+/// Shape of one head in a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadShape {
+    /// Hidden units.
+    pub hidden: usize,
+    /// Output labels.
+    pub outputs: usize,
+}
+
+/// K heads over D-dimensional embeddings, parameters in one flat vector.
+#[derive(Debug, Clone)]
+pub struct HeadStack {
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Shapes of the heads.
+    pub shapes: Vec<HeadShape>,
+    /// Column offset of each head's block in the fused first layer.
+    pub offsets: Vec<usize>,
+    /// Total hidden units (width of the fused first layer).
+    pub hidden_total: usize,
+    /// All parameters: W1 (D x Htot), b1 (Htot), then per head W2_k (H_k x M_k), b2_k (M_k).
+    pub params: Vec<f32>,
+    w2_offsets: Vec<usize>,
+}
+
+impl HeadStack {
+    /// Glorot-uniform weights and zero biases; head k is drawn from `Rng::new(seeds[k])` exactly
+    /// as a stack of one with that seed would be, so fusing does not change a head's start.
+    pub fn new(dim: usize, shapes: &[HeadShape], seeds: &[u64]) -> Self {
+        assert_eq!(shapes.len(), seeds.len());
+        let mut offsets = Vec::with_capacity(shapes.len());
+        let mut hidden_total = 0;
+        for s in shapes {
+            offsets.push(hidden_total);
+            hidden_total += s.hidden;
+        }
+        let mut w2_offsets = Vec::with_capacity(shapes.len());
+        let mut len = dim * hidden_total + hidden_total;
+        for s in shapes {
+            w2_offsets.push(len);
+            len += s.hidden * s.outputs + s.outputs;
+        }
+        let mut stack =
+            Self { dim, shapes: shapes.to_vec(), offsets, hidden_total, params: vec![0.0; len], w2_offsets };
+        for (k, (s, &seed)) in shapes.iter().zip(seeds).enumerate() {
+            let mut rng = Rng::new(seed);
+            let l1 = (6.0 / (dim + s.hidden) as f32).sqrt();
+            for r in 0..dim {
+                for h in 0..s.hidden {
+                    stack.params[r * hidden_total + stack.offsets[k] + h] = rng.uniform(-l1, l1);
+                }
+            }
+            let l2 = (6.0 / (s.hidden + s.outputs) as f32).sqrt();
+            let w2 = stack.w2_offsets[k];
+            for v in &mut stack.params[w2..w2 + s.hidden * s.outputs] {
+                *v = rng.uniform(-l2, l2);
+            }
+        }
+        stack
+    }
+
+    /// Number of heads.
+    pub fn len(&self) -> usize {
+        self.shapes.len()
+    }
+
+    /// Whether the stack has no heads.
+    pub fn is_empty(&self) -> bool {
+        self.shapes.is_empty()
+    }
+
+    /// Range of the fused first-layer weights.
+    pub fn w1_range(&self) -> std::ops::Range<usize> {
+        0..self.dim * self.hidden_total
+    }
+
+    /// Range of the fused first-layer biases.
+    pub fn b1_range(&self) -> std::ops::Range<usize> {
+        let s = self.dim * self.hidden_total;
+        s..s + self.hidden_total
+    }
+
+    /// Range of head k's second-layer weights (H_k x M_k, row-major).
+    pub fn w2_range(&self, k: usize) -> std::ops::Range<usize> {
+        let s = self.w2_offsets[k];
+        s..s + self.shapes[k].hidden * self.shapes[k].outputs
+    }
+
+    /// Range of head k's second-layer biases.
+    pub fn b2_range(&self, k: usize) -> std::ops::Range<usize> {
+        let s = self.w2_range(k).end;
+        s..s + self.shapes[k].outputs
+    }
+
+    /// Head k as a standalone head (its block of the first layer and its second layer).
+    pub fn head(&self, k: usize) -> Head {
+        let s = self.shapes[k];
+        let mut w1 = Vec::with_capacity(self.dim * s.hidden);
+        for r in 0..self.dim {
+            let row = r * self.hidden_total + self.offsets[k];
+            w1.extend_from_slice(&self.params[row..row + s.hidden]);
+        }
+        let b1 = self.b1_range().start + self.offsets[k];
+        Head {
+            dim: self.dim,
+            shape: s,
+            w1,
+            b1: self.params[b1..b1 + s.hidden].to_vec(),
+            w2: self.params[self.w2_range(k)].to_vec(),
+            b2: self.params[self.b2_range(k)].to_vec(),
+        }
+    }
+
+    /// Copies head k's parameters from `other` (a stack of the same shapes): how the best
+    /// epoch of each head is kept.
+    pub fn copy_head_from(&mut self, other: &HeadStack, k: usize) {
+        let h = self.shapes[k].hidden;
+        for r in 0..self.dim {
+            let row = r * self.hidden_total + self.offsets[k];
+            self.params[row..row + h].copy_from_slice(&other.params[row..row + h]);
+        }
+        let b1 = self.b1_range().start + self.offsets[k];
+        self.params[b1..b1 + h].copy_from_slice(&other.params[b1..b1 + h]);
+        let (w2, b2) = (self.w2_range(k), self.b2_range(k));
+        self.params[w2.start..b2.end].copy_from_slice(&other.params[w2.start..b2.end]);
+    }
+
+    /// Forward pass of a batch `x` (B x D): fills `hidden` (B x Htot, after ReLU) and
+    /// `logits[k]` (B x M_k).
+    pub fn forward(&self, x: &[f32], b: usize, hidden: &mut Vec<f32>, logits: &mut [Vec<f32>]) {
+        let (d, ht) = (self.dim, self.hidden_total);
+        hidden.resize(b * ht, 0.0);
+        let b1 = &self.params[self.b1_range()];
+        for row in hidden.chunks_exact_mut(ht) {
+            row.copy_from_slice(b1);
+        }
+        gemm(b, d, ht, x, d, 1, &self.params[self.w1_range()], ht, 1, hidden, ht, 1, 1.0);
+        for v in hidden.iter_mut() {
+            *v = v.max(0.0);
+        }
+        for (k, s) in self.shapes.iter().enumerate() {
+            let out = &mut logits[k];
+            out.resize(b * s.outputs, 0.0);
+            let b2 = &self.params[self.b2_range(k)];
+            for row in out.chunks_exact_mut(s.outputs) {
+                row.copy_from_slice(b2);
+            }
+            let w2 = &self.params[self.w2_range(k)];
+            gemm(
+                b,
+                s.hidden,
+                s.outputs,
+                &hidden[self.offsets[k]..],
+                ht,
+                1,
+                w2,
+                s.outputs,
+                1,
+                out,
+                s.outputs,
+                1,
+                1.0,
+            );
+        }
+    }
+
+    /// Gradient of the loss with respect to all parameters, given the batch `x`, the forward
+    /// pass's `hidden`, and `dlogits[k]` (B x M_k, already scaled by the loss normalisation).
+    /// `dhidden` is scratch space.
+    pub fn backward(
+        &self,
+        x: &[f32],
+        b: usize,
+        hidden: &[f32],
+        dlogits: &[Vec<f32>],
+        dhidden: &mut Vec<f32>,
+        grad: &mut [f32],
+    ) {
+        let (d, ht) = (self.dim, self.hidden_total);
+        dhidden.clear();
+        dhidden.resize(b * ht, 0.0);
+        for (k, s) in self.shapes.iter().enumerate() {
+            let dz = &dlogits[k];
+            let (w2r, b2r) = (self.w2_range(k), self.b2_range(k));
+            // dW2_k = H_k^T dZ_k
+            gemm(
+                s.hidden,
+                b,
+                s.outputs,
+                &hidden[self.offsets[k]..],
+                1,
+                ht,
+                dz,
+                s.outputs,
+                1,
+                &mut grad[w2r.clone()],
+                s.outputs,
+                1,
+                0.0,
+            );
+            let db2 = &mut grad[b2r];
+            db2.fill(0.0);
+            for row in dz.chunks_exact(s.outputs) {
+                for (g, v) in db2.iter_mut().zip(row) {
+                    *g += v;
+                }
+            }
+            // dH_k = dZ_k W2_k^T
+            let w2 = &self.params[w2r];
+            gemm(
+                b,
+                s.outputs,
+                s.hidden,
+                dz,
+                s.outputs,
+                1,
+                w2,
+                1,
+                s.outputs,
+                &mut dhidden[self.offsets[k]..],
+                ht,
+                1,
+                0.0,
+            );
+        }
+        for (g, h) in dhidden.iter_mut().zip(hidden) {
+            if *h <= 0.0 {
+                *g = 0.0;
+            }
+        }
+        // dW1 = X^T dA: one wide GEMM for every head
+        let w1r = self.w1_range();
+        gemm(d, b, ht, x, 1, d, dhidden, ht, 1, &mut grad[w1r], ht, 1, 0.0);
+        let db1 = &mut grad[self.b1_range()];
+        db1.fill(0.0);
+        for row in dhidden.chunks_exact(ht) {
+            for (g, v) in db1.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+    }
+}
+
+/// One trained head, standalone (what `head.safetensors` holds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Hidden units and outputs.
+    pub shape: HeadShape,
+    /// D x H, row-major.
+    pub w1: Vec<f32>,
+    /// H.
+    pub b1: Vec<f32>,
+    /// H x M, row-major.
+    pub w2: Vec<f32>,
+    /// M.
+    pub b2: Vec<f32>,
+}
+
+impl Head {
+    /// Probabilities for `n` rows of `x` (n x D), in row-major n x M.
+    pub fn predict(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let (h, m) = (self.shape.hidden, self.shape.outputs);
+        let mut hidden = vec![0.0; n * h];
+        for row in hidden.chunks_exact_mut(h) {
+            row.copy_from_slice(&self.b1);
+        }
+        gemm(n, self.dim, h, x, self.dim, 1, &self.w1, h, 1, &mut hidden, h, 1, 1.0);
+        hidden.iter_mut().for_each(|v| *v = v.max(0.0));
+        let mut out = vec![0.0; n * m];
+        for row in out.chunks_exact_mut(m) {
+            row.copy_from_slice(&self.b2);
+        }
+        gemm(n, h, m, &hidden, h, 1, &self.w2, m, 1, &mut out, m, 1, 1.0);
+        out.iter_mut().for_each(|v| *v = sigmoid(*v));
+        out
+    }
+}
+
+/// `C = A·B + beta·C` on strided row-major views (matrixmultiply's sgemm, bounds checked).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+    beta: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if k > 0 {
+        assert!(a.len() > last(m, k, rsa, csa), "gemm: A too small");
+        assert!(b.len() > last(k, n, rsb, csb), "gemm: B too small");
+    }
+    assert!(c.len() > last(m, n, rsc, csc), "gemm: C too small");
+    // SAFETY: the asserts above keep every index sgemm touches inside the slices, and C does
+    // not alias A or B (it is a distinct &mut).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
+/// Adam with Keras' defaults and TensorFlow's update rule:
+/// `lr_t = lr·sqrt(1-β2^t)/(1-β1^t)`, `θ -= lr_t·m/(sqrt(v)+ε)`.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Epsilon.
+    pub eps: f32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    /// Adam for `n` parameters (lr 1e-3, β 0.9/0.999, ε 1e-7 unless changed).
+    pub fn new(n: usize, lr: f32) -> Self {
+        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
+    }
+
+    /// One update of `params` with `grad`.
+    pub fn step(&mut self, params: &mut [f32], grad: &[f32]) {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let lr_t = self.lr * (1.0 - b2.powi(self.t)).sqrt() / (1.0 - b1.powi(self.t));
+        for (((p, g), m), v) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= lr_t * *m / (v.sqrt() + self.eps);
+        }
+    }
+}

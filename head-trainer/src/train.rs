@@ -1,0 +1,344 @@
+//! Training one or many heads on the same batch plan, fused into one [`HeadStack`].
+//!
+//! The batch plan (shuffled order of training rows, batch size, epochs) is shared; each head
+//! sees the rows of the plan that its label configuration keeps (rows it drops are masked out of
+//! its loss). After every epoch each head is scored on validation (macro PR AUC) and its best
+//! epoch is kept; thresholds are tuned on validation and metrics reported on test.
+
+use std::time::Instant;
+
+use feature_cache::Split;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::data::{Features, Joined};
+use crate::error::{Result, TrainError};
+use crate::evaluate::{evaluate, Evaluation, Thresholds};
+use crate::labels::LabelSpace;
+use crate::metrics::{average_precision, column, roc};
+use crate::model::{Adam, Head, HeadShape, HeadStack, LossKind, LossWeights};
+use crate::rng::Rng;
+
+/// One label configuration to train.
+#[derive(Debug, Clone)]
+pub struct HeadJob {
+    /// Run name.
+    pub name: String,
+    /// Its labels and targets (indexed by label-table row).
+    pub labels: LabelSpace,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Loss.
+    pub loss: LossKind,
+    /// Seed of its initial weights.
+    pub seed: u64,
+}
+
+/// Settings shared by every head of a fused training.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TrainSettings {
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Adam learning rate (constant).
+    pub learning_rate: f32,
+    /// Seed of the batch order.
+    pub seed: u64,
+    /// Precision target of the ORES-style threshold.
+    pub min_precision: f64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self { epochs: 15, batch_size: 128, learning_rate: 1e-3, seed: 42, min_precision: 0.9 }
+    }
+}
+
+/// One epoch of one head.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub val_loss: Option<f64>,
+    /// Validation macro PR AUC (what picks the best epoch).
+    pub val_macro_pr_auc: Option<f64>,
+    /// Validation macro ROC AUC.
+    pub val_macro_roc_auc: Option<f64>,
+}
+
+/// A trained and evaluated head.
+#[derive(Debug, Clone)]
+pub struct TrainedHead {
+    /// Run name.
+    pub name: String,
+    /// The head at its best epoch.
+    pub head: Head,
+    /// Label names in output order.
+    pub labels: Vec<String>,
+    /// Training-split counts per label.
+    pub train_counts: Vec<usize>,
+    /// Loss used.
+    pub loss: LossKind,
+    /// Best epoch (1-based).
+    pub best_epoch: usize,
+    /// Per-epoch log.
+    pub history: Vec<EpochLog>,
+    /// Thresholds tuned on validation.
+    pub thresholds: Thresholds,
+    /// Test evaluation.
+    pub test: Evaluation,
+    /// Test ids, probabilities (n x m) and targets, for predictions.parquet.
+    pub test_ids: Vec<String>,
+    /// Test probabilities.
+    pub test_probs: Vec<f32>,
+    /// Test targets.
+    pub test_targets: Vec<bool>,
+    /// Training rows this head used.
+    pub train_rows: usize,
+    /// Wall-clock seconds of the fused training (shared by every head of the stack).
+    pub seconds: f64,
+}
+
+/// Rows of a split kept by a head, as (feature row, label-table row).
+fn split_rows(joined: &Joined, split: Split, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, usize)> {
+    joined.rows.iter().filter(|r| r.2 == split && keep(r.1)).map(|r| (r.0, r.1)).collect()
+}
+
+/// Dense targets (rows x m) of `rows` for `labels`.
+fn dense_targets(labels: &LabelSpace, rows: &[(usize, usize)]) -> Vec<bool> {
+    let m = labels.len();
+    let mut y = vec![false; rows.len() * m];
+    for (i, &(_, tr)) in rows.iter().enumerate() {
+        for &j in labels.targets[tr].as_deref().unwrap_or(&[]) {
+            y[i * m + j as usize] = true;
+        }
+    }
+    y
+}
+
+/// Probabilities of every head of `stack` on `rows` (feature rows), in chunks.
+fn predict_stack(stack: &HeadStack, features: &Features, rows: &[usize]) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> =
+        stack.shapes.iter().map(|s| Vec::with_capacity(rows.len() * s.outputs)).collect();
+    let (mut x, mut hidden) = (Vec::new(), Vec::new());
+    let mut logits: Vec<Vec<f32>> = vec![Vec::new(); stack.len()];
+    for chunk in rows.chunks(4096) {
+        features.gather(chunk, &mut x);
+        stack.forward(&x, chunk.len(), &mut hidden, &mut logits);
+        for (o, l) in out.iter_mut().zip(&logits) {
+            o.extend(l.iter().map(|&z| crate::model::sigmoid(z)));
+        }
+    }
+    out
+}
+
+/// Trains `jobs` fused on one batch plan and evaluates each on test.
+pub fn train_fused(
+    features: &Features,
+    joined: &Joined,
+    jobs: &[HeadJob],
+    settings: &TrainSettings,
+    progress: &ProgressBar,
+) -> Result<Vec<TrainedHead>> {
+    let start = Instant::now();
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if settings.batch_size == 0 || settings.epochs == 0 {
+        return Err(TrainError::Config("batch_size and epochs must be positive".into()));
+    }
+    let kept = |k: usize| move |tr: usize| jobs[k].labels.targets[tr].is_some();
+    let any_kept = |tr: usize| jobs.iter().any(|j| j.labels.targets[tr].is_some());
+    let mut plan: Vec<(usize, usize)> = split_rows(joined, Split::Train, &any_kept);
+    if plan.is_empty() {
+        return Err(TrainError::Data("the training split is empty after label selection".into()));
+    }
+    // weights of each head's loss from its own training rows
+    let weights: Vec<LossWeights> = jobs
+        .iter()
+        .map(|j| {
+            let n = plan.iter().filter(|r| j.labels.targets[r.1].is_some()).count();
+            LossWeights::new(j.loss, n, &j.labels.train_counts)
+        })
+        .collect();
+    let shapes: Vec<HeadShape> =
+        jobs.iter().map(|j| HeadShape { hidden: j.hidden, outputs: j.labels.len() }).collect();
+    let seeds: Vec<u64> = jobs.iter().map(|j| j.seed).collect();
+    let mut stack = HeadStack::new(features.dim, &shapes, &seeds);
+    let mut best = stack.clone();
+    let mut best_score: Vec<Option<f64>> = vec![None; jobs.len()];
+    let mut best_epoch = vec![0usize; jobs.len()];
+    let mut adam = Adam::new(stack.params.len(), settings.learning_rate);
+    let mut grad = vec![0f32; stack.params.len()];
+
+    let val: Vec<Vec<(usize, usize)>> =
+        (0..jobs.len()).map(|k| split_rows(joined, Split::Val, &kept(k))).collect();
+    let val_union: Vec<usize> = split_rows(joined, Split::Val, &any_kept).iter().map(|r| r.0).collect();
+    let val_pos: Vec<Vec<usize>> = {
+        // position of each head's val rows inside val_union
+        let index: std::collections::HashMap<usize, usize> =
+            val_union.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+        val.iter().map(|rows| rows.iter().map(|r| index[&r.0]).collect()).collect()
+    };
+    let val_y: Vec<Vec<bool>> =
+        jobs.iter().zip(&val).map(|(j, rows)| dense_targets(&j.labels, rows)).collect();
+
+    let batches_per_epoch = plan.len().div_ceil(settings.batch_size);
+    progress.set_length((settings.epochs * batches_per_epoch) as u64);
+    let mut rng = Rng::new(settings.seed);
+    let mut history: Vec<Vec<EpochLog>> = vec![Vec::new(); jobs.len()];
+    let (mut x, mut hidden, mut dhidden) = (Vec::new(), Vec::new(), Vec::new());
+    let mut logits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    let mut dlogits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    let mut rows: Vec<usize> = Vec::with_capacity(settings.batch_size);
+
+    for epoch in 1..=settings.epochs {
+        rng.shuffle(&mut plan);
+        let mut loss_sum = vec![0f64; jobs.len()];
+        let mut loss_batches = vec![0usize; jobs.len()];
+        for batch in plan.chunks(settings.batch_size) {
+            rows.clear();
+            rows.extend(batch.iter().map(|r| r.0));
+            features.gather(&rows, &mut x);
+            stack.forward(&x, batch.len(), &mut hidden, &mut logits);
+            for (k, job) in jobs.iter().enumerate() {
+                let m = job.labels.len();
+                let dz = &mut dlogits[k];
+                dz.clear();
+                dz.resize(batch.len() * m, 0.0);
+                let valid = batch.iter().filter(|r| job.labels.targets[r.1].is_some()).count();
+                if valid == 0 {
+                    continue;
+                }
+                let norm = 1.0 / (valid * m) as f32;
+                let mut loss = 0f64;
+                for (i, r) in batch.iter().enumerate() {
+                    let Some(t) = job.labels.targets[r.1].as_deref() else { continue };
+                    let z = &logits[k][i * m..(i + 1) * m];
+                    let g = &mut dz[i * m..(i + 1) * m];
+                    let mut pos = t.iter().peekable();
+                    for j in 0..m {
+                        let y = pos.next_if(|&&p| p as usize == j).is_some();
+                        let (l, d) = weights[k].loss_and_grad(j, z[j], y);
+                        loss += f64::from(l);
+                        g[j] = d * norm;
+                    }
+                }
+                loss_sum[k] += loss * f64::from(norm);
+                loss_batches[k] += 1;
+            }
+            stack.backward(&x, batch.len(), &hidden, &dlogits, &mut dhidden, &mut grad);
+            adam.step(&mut stack.params, &grad);
+            progress.inc(1);
+        }
+        // validation
+        let probs = predict_stack(&stack, features, &val_union);
+        for (k, job) in jobs.iter().enumerate() {
+            let m = job.labels.len();
+            let p: Vec<f32> =
+                val_pos[k].iter().flat_map(|&i| probs[k][i * m..(i + 1) * m].iter().copied()).collect();
+            let (auc_pr, auc_roc, val_loss) = macro_scores(&p, &val_y[k], m, &weights[k]);
+            history[k].push(EpochLog {
+                epoch,
+                train_loss: loss_sum[k] / loss_batches[k].max(1) as f64,
+                val_loss,
+                val_macro_pr_auc: auc_pr,
+                val_macro_roc_auc: auc_roc,
+            });
+            // best epoch by val macro PR AUC; without validation data, the last epoch
+            let better = match (auc_pr, best_score[k]) {
+                (Some(s), Some(b)) => s > b,
+                (Some(_), None) => true,
+                (None, _) => true,
+            };
+            if better {
+                best_score[k] = auc_pr;
+                best_epoch[k] = epoch;
+                best.copy_head_from(&stack, k);
+            }
+        }
+        progress.set_message(format!("epoch {epoch}/{}", settings.epochs));
+    }
+
+    // thresholds on validation, metrics on test, with each head's best epoch
+    let val_probs = predict_stack(&best, features, &val_union);
+    let seconds = start.elapsed().as_secs_f64();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (k, job) in jobs.iter().enumerate() {
+        let m = job.labels.len();
+        let head = best.head(k);
+        let vp: Vec<f32> =
+            val_pos[k].iter().flat_map(|&i| val_probs[k][i * m..(i + 1) * m].iter().copied()).collect();
+        let thresholds = if val[k].is_empty() {
+            Thresholds { f1: vec![0.5; m], precision: vec![None; m], min_precision: settings.min_precision }
+        } else {
+            Thresholds::tune(&vp, &val_y[k], m, settings.min_precision)
+        };
+        let test_rows = split_rows(joined, Split::Test, &kept(k));
+        let mut test_probs = Vec::with_capacity(test_rows.len() * m);
+        for chunk in test_rows.chunks(4096) {
+            let idx: Vec<usize> = chunk.iter().map(|r| r.0).collect();
+            features.gather(&idx, &mut x);
+            test_probs.extend(head.predict(&x, idx.len()));
+        }
+        let test_targets = dense_targets(&job.labels, &test_rows);
+        let test = evaluate(
+            "test",
+            &job.labels.names,
+            &job.labels.train_counts,
+            &test_probs,
+            &test_targets,
+            &thresholds,
+        );
+        out.push(TrainedHead {
+            name: job.name.clone(),
+            head,
+            labels: job.labels.names.clone(),
+            train_counts: job.labels.train_counts.clone(),
+            loss: job.loss,
+            best_epoch: best_epoch[k],
+            history: std::mem::take(&mut history[k]),
+            thresholds,
+            test,
+            test_ids: test_rows.iter().map(|r| features.ids[r.0].clone()).collect(),
+            test_probs,
+            test_targets,
+            train_rows: plan.iter().filter(|r| job.labels.targets[r.1].is_some()).count(),
+            seconds,
+        });
+    }
+    Ok(out)
+}
+
+/// Macro PR AUC, macro ROC AUC and mean loss of validation predictions.
+fn macro_scores(p: &[f32], y: &[bool], m: usize, w: &LossWeights) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if p.is_empty() {
+        return (None, None, None);
+    }
+    let (mut aps, mut rocs) = (Vec::new(), Vec::new());
+    for j in 0..m {
+        let (s, t) = (column(p, m, j), column(y, m, j));
+        if let Some((_, ap)) = average_precision(&s, &t) {
+            aps.push(ap);
+        }
+        if let Some((_, auc)) = roc(&s, &t) {
+            rocs.push(auc);
+        }
+    }
+    let loss: f64 = p
+        .iter()
+        .zip(y)
+        .enumerate()
+        .map(|(i, (&pi, &yi))| {
+            let z = (pi.clamp(1e-7, 1.0 - 1e-7) / (1.0 - pi.clamp(1e-7, 1.0 - 1e-7))).ln();
+            f64::from(w.loss_and_grad(i % m, z, yi).0)
+        })
+        .sum::<f64>()
+        / p.len() as f64;
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    (mean(&aps), mean(&rocs), Some(loss))
+}
