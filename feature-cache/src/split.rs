@@ -48,6 +48,7 @@ impl FromStr for Split {
 
 /// Fractions and salt of a hash split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SplitSpec {
     /// Fraction of ids in validation.
     pub val: f64,

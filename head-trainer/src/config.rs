@@ -67,7 +67,7 @@ impl RunConfig {
 
 /// "file:line: message" for a TOML error.
 pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
     match line {
         Some(l) => format!("{}:{l}: {}", path.display(), e.message()),
         None => format!("{}: {}", path.display(), e.message()),

@@ -5,7 +5,7 @@
 //! [`feature_cache::LabelTable`] and a split ([`data::Joined`]) -> a [`labels::LabelSpace`] per
 //! label configuration -> [`train::train_fused`] (one [`model::HeadStack`], one wide GEMM for
 //! all heads) -> [`evaluate`] with [`metrics`] -> [`report`] (run directory with plots).
-//! [`run`] wires this for the `train` and `predict` commands.
+//! [`run`] wires this for the `train` and `predict` commands, [`sweep`] for many configurations.
 
 pub mod config;
 pub mod data;
@@ -18,6 +18,7 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Result, TrainError};

@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 Examples:
   head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --top-k 10 --out runs/fine10
   head-trainer train --embeddings cache/lite0 --labels labels.csv --config run.toml --out runs/custom
+  head-trainer sweep sweeps/seed-grid.toml --out runs/grid
   head-trainer predict --head runs/fine10 --embeddings cache/new --out predictions.parquet")]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +31,21 @@ struct Cli {
 enum Command {
     /// Train and evaluate one head; writes a run directory.
     Train(TrainArgs),
+    /// Train many label configurations from a sweep file (fused where they share a cache and
+    /// batch plan; finished runs are skipped) and write summary.md/.csv/.jsonl with comparison plots.
+    Sweep {
+        /// Sweep file (TOML: embeddings, labels, [defaults], [grid], [[run]]).
+        sweep: PathBuf,
+        /// Output directory: one run directory per configuration plus the summaries.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// At most this many heads are trained together in one fused stack.
+        #[arg(long, default_value_t = 16)]
+        max_fused: usize,
+        /// Hide the progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Apply a trained head to a cache of embeddings of the same model.
     Predict {
         /// Run directory written by `train`.
@@ -198,6 +214,34 @@ fn run(cli: Cli) -> Result<()> {
                 ma.at_f1.f1,
                 t.seconds,
                 outcome.dir.display()
+            );
+            Ok(())
+        }
+        Command::Sweep { sweep, out, max_fused, quiet } => {
+            let bar = progress_bar(quiet);
+            let log = |m: &str| {
+                if !quiet {
+                    bar.suspend(|| eprintln!("{m}"));
+                }
+            };
+            let outcome = head_trainer::sweep::run_sweep(&sweep, &out, max_fused, &bar, &log)
+                .with_context(|| format!("sweep {}", sweep.display()))?;
+            bar.finish_and_clear();
+            println!(
+                "{} runs trained, {} already finished; summary: {}/summary.md",
+                outcome.trained.len(),
+                outcome.skipped.len(),
+                out.display()
+            );
+            print!(
+                "{}",
+                std::fs::read_to_string(out.join("summary.md"))
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(4)
+                    .take_while(|l| !l.is_empty())
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
             );
             Ok(())
         }

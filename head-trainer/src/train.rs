@@ -36,6 +36,7 @@ pub struct HeadJob {
 
 /// Settings shared by every head of a fused training.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainSettings {
     /// Passes over the training rows.
     pub epochs: usize,
