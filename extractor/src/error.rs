@@ -27,12 +27,12 @@ pub enum ExtractError {
     #[error(transparent)]
     Cache(#[from] feature_cache::CacheError),
     /// An operating-system error on a named path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The path.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not a `source()`, so it prints once).
+        cause: std::io::Error,
     },
     /// Bad arguments.
     #[error("{0}")]

@@ -154,7 +154,7 @@ pub fn run(cfg: &JobConfig, progress: &ProgressBar, note: &dyn Fn(&str)) -> Resu
         return Err(ExtractError::Usage("--batch-size and --part-size must be positive".into()));
     }
     let images = ImageManifest::load(&cfg.input)?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| ExtractError::Io { path: cfg.out.clone(), source: e })?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| ExtractError::Io { path: cfg.out.clone(), cause: e })?;
 
     let mut embedder = Embedder::new(
         &manifest,
@@ -312,7 +312,7 @@ impl PartSequence {
         let tag = shard.tag();
         let mut next = 0;
         let entries =
-            std::fs::read_dir(out).map_err(|e| ExtractError::Io { path: out.to_path_buf(), source: e })?;
+            std::fs::read_dir(out).map_err(|e| ExtractError::Io { path: out.to_path_buf(), cause: e })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let seq = ["emb-", "failures-"].iter().find_map(|p| {

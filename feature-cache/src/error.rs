@@ -9,12 +9,12 @@ pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// An operating-system error on a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not a `source()`, so it prints once).
+        cause: std::io::Error,
     },
     /// A Parquet or Arrow error on a named file.
     #[error("{path}: {message}")]
@@ -89,7 +89,7 @@ pub enum CacheError {
 
 impl CacheError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), cause: source }
     }
 
     pub(crate) fn parquet(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {

@@ -19,12 +19,12 @@ pub enum TrainError {
     #[error("{0}")]
     Data(String),
     /// An operating-system error on a named path.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The path.
         path: std::path::PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not a `source()`, so it prints once).
+        cause: std::io::Error,
     },
     /// A head that does not fit the embeddings given to it.
     #[error("{0}")]
@@ -33,6 +33,6 @@ pub enum TrainError {
 
 impl TrainError {
     pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), cause: source }
     }
 }

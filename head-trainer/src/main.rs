@@ -42,6 +42,11 @@ enum Command {
         /// At most this many heads are trained together in one fused stack.
         #[arg(long, default_value_t = 16)]
         max_fused: usize,
+        /// Train only runs I, I+N, I+2N… of the sweep (0-based I/N), e.g. one Slurm array task per
+        /// node; default from SLURM_ARRAY_TASK_ID/COUNT when set. A final run without shards
+        /// skips every finished run and writes the complete summary.
+        #[arg(long)]
+        shard: Option<String>,
         /// Hide the progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -191,6 +196,30 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     Ok(c)
 }
 
+/// `--shard I/N`, else the Slurm array variables, else none.
+fn parse_shard(arg: Option<String>) -> Result<Option<(usize, usize)>> {
+    let text = match arg {
+        Some(s) => s,
+        None => match (std::env::var("SLURM_ARRAY_TASK_ID"), std::env::var("SLURM_ARRAY_TASK_COUNT")) {
+            (Ok(i), Ok(n)) => {
+                let min: usize =
+                    std::env::var("SLURM_ARRAY_TASK_MIN").ok().and_then(|m| m.parse().ok()).unwrap_or(0);
+                let i: usize = i.parse().context("SLURM_ARRAY_TASK_ID")?;
+                format!(
+                    "{}/{n}",
+                    i.checked_sub(min).context("SLURM_ARRAY_TASK_ID below SLURM_ARRAY_TASK_MIN")?
+                )
+            }
+            _ => return Ok(None),
+        },
+    };
+    let (i, n) = text.split_once('/').context("--shard: expected I/N, e.g. 2/8")?;
+    let (i, n): (usize, usize) =
+        (i.trim().parse().context("--shard I")?, n.trim().parse().context("--shard N")?);
+    anyhow::ensure!(n > 0 && i < n, "--shard {text}: need 0 <= I < N");
+    Ok(Some((i, n)))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
@@ -217,14 +246,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Sweep { sweep, out, max_fused, quiet } => {
+        Command::Sweep { sweep, out, max_fused, shard, quiet } => {
+            let shard = parse_shard(shard)?;
             let bar = progress_bar(quiet);
             let log = |m: &str| {
                 if !quiet {
                     bar.suspend(|| eprintln!("{m}"));
                 }
             };
-            let outcome = head_trainer::sweep::run_sweep(&sweep, &out, max_fused, &bar, &log)
+            let outcome = head_trainer::sweep::run_sweep(&sweep, &out, max_fused, shard, &bar, &log)
                 .with_context(|| format!("sweep {}", sweep.display()))?;
             bar.finish_and_clear();
             println!(

@@ -9,7 +9,7 @@
 //! hidden = 128
 //! train = { epochs = 15, batch_size = 128 }
 //!
-//! [grid]                           # cartesian product of these
+//! [grid]                           # cartesian product of these ([[grids]] for several)
 //! column = ["fine", "coarse"]
 //! top_k = [10, 20]
 //! loss = ["class-weighted", "bce"]
@@ -123,6 +123,9 @@ pub struct SweepFile {
     /// Cartesian grid.
     #[serde(default)]
     pub grid: Option<Grid>,
+    /// More grids (`[[grids]]`), their runs added to the grid's.
+    #[serde(default)]
+    pub grids: Vec<Grid>,
     /// Explicit runs.
     #[serde(default)]
     pub run: Vec<RunOverrides>,
@@ -159,7 +162,7 @@ impl SweepFile {
             TrainError::Config(format!("{}: [defaults]: {}", path.display(), e.message()))
         })?;
         let mut overrides = Vec::new();
-        if let Some(g) = &self.grid {
+        for g in self.grid.iter().chain(&self.grids) {
             overrides.extend(expand_grid(g));
         }
         overrides.extend(self.run.iter().cloned());
@@ -371,10 +374,13 @@ fn group_key(r: &SweepRun) -> String {
 }
 
 /// Runs (or resumes) a sweep into `out`; `progress` is advanced per batch of each fused group.
+/// With `shard = Some((i, n))` only runs whose index is `i` modulo `n` are trained (split a sweep
+/// over nodes); the summary then covers the runs finished so far.
 pub fn run_sweep(
     path: &Path,
     out: &Path,
     max_fused: usize,
+    shard: Option<(usize, usize)>,
     progress: &ProgressBar,
     log: &dyn Fn(&str),
 ) -> Result<SweepOutcome> {
@@ -384,10 +390,10 @@ pub fn run_sweep(
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     let mut outcome = SweepOutcome::default();
     let mut groups: BTreeMap<String, Vec<&SweepRun>> = BTreeMap::new();
-    for r in &runs {
+    for (i, r) in runs.iter().enumerate() {
         if out.join(&r.name).join("metrics.json").exists() {
             outcome.skipped.push(r.name.clone());
-        } else {
+        } else if shard.is_none_or(|(k, n)| i % n == k) {
             groups.entry(group_key(r)).or_default().push(r);
         }
     }
@@ -419,10 +425,12 @@ pub fn run_sweep(
             }
         }
     }
-    for r in &runs {
+    let finished: Vec<SweepRun> =
+        runs.iter().filter(|r| out.join(&r.name).join("metrics.json").exists()).cloned().collect();
+    for r in &finished {
         outcome.rows.push(summary_row(&out.join(&r.name), r, fused_sizes.get(&r.name).copied())?);
     }
-    write_summary(out, &runs, &outcome.rows)?;
+    write_summary(out, &finished, &outcome.rows)?;
     Ok(outcome)
 }
 
