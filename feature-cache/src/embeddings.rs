@@ -35,7 +35,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{is_hidden, AtomicFile};
-use crate::error::{CacheError, Result};
+use crate::error::{CacheError, MixedCache, Result};
 
 /// Version of this on-disk contract, stored as `wit.format_version`.
 pub const FORMAT_VERSION: u32 = 1;
@@ -527,14 +527,14 @@ impl EmbeddingCache {
         let first = &parts[0];
         for part in &parts[1..] {
             if let Some((field, a, b)) = first.meta.mismatch(&part.meta) {
-                return Err(CacheError::MixedCache {
+                return Err(CacheError::MixedCache(Box::new(MixedCache {
                     dir: root,
                     field: field.to_string(),
                     first: first.path.clone(),
                     first_value: a,
                     second: part.path.clone(),
                     second_value: b,
-                });
+                })));
             }
         }
         Ok(Self { meta: first.meta.clone(), root, parts })

@@ -67,24 +67,29 @@ pub enum CacheError {
         message: String,
     },
     /// Parts of one cache that disagree (different models, dims, pooling …).
-    #[error("{dir}: parts disagree: {first} has {first_value}, {second} has {second_value} ({field}); a cache must hold one model's embeddings")]
-    MixedCache {
-        /// The cache directory.
-        dir: PathBuf,
-        /// The field that differs.
-        field: String,
-        /// One part.
-        first: PathBuf,
-        /// Its value.
-        first_value: String,
-        /// Another part.
-        second: PathBuf,
-        /// Its value.
-        second_value: String,
-    },
+    #[error(transparent)]
+    MixedCache(Box<MixedCache>),
     /// A request that does not fit the data (wrong embedding length, unknown column …).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Two parts of one cache whose embeddings are not interchangeable.
+#[derive(Debug, thiserror::Error)]
+#[error("{dir}: parts disagree: {first} has {first_value}, {second} has {second_value} ({field}); a cache must hold one model's embeddings")]
+pub struct MixedCache {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// The field that differs.
+    pub field: String,
+    /// One part.
+    pub first: PathBuf,
+    /// Its value.
+    pub first_value: String,
+    /// Another part.
+    pub second: PathBuf,
+    /// Its value.
+    pub second_value: String,
 }
 
 impl CacheError {

@@ -105,7 +105,7 @@ fn directory_cache_joins_parts_and_refuses_mixed_models() {
     other.model = "efficientnet-lite2".into();
     write_part(&dir.path().join("emb-c.parquet"), other, 25..30);
     let err = EmbeddingCache::open(dir.path()).unwrap_err();
-    assert!(matches!(err, CacheError::MixedCache { ref field, .. } if field == "model"), "{err}");
+    assert!(matches!(err, CacheError::MixedCache(ref m) if m.field == "model"), "{err}");
     assert!(err.to_string().contains("efficientnet-lite2"), "{err}");
 }
 

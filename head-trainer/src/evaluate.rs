@@ -158,7 +158,7 @@ pub fn evaluate(
     thresholds: &Thresholds,
 ) -> Evaluation {
     let m = names.len();
-    let n = if m == 0 { 0 } else { probs.len() / m };
+    let n = probs.len().checked_div(m).unwrap_or(0);
     let mut labels = Vec::with_capacity(m);
     let (mut roc_curves, mut pr_curves) = (Vec::with_capacity(m), Vec::with_capacity(m));
     let mut micro = [Counts::default(); 3];

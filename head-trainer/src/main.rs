@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train and evaluate one head; writes a run directory.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Train many label configurations from a sweep file (fused where they share a cache and
     /// batch plan; finished runs are skipped) and write summary.md/.csv/.jsonl with comparison plots.
     Sweep {

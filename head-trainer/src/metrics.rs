@@ -154,7 +154,7 @@ pub fn max_recall_threshold(scores: &[f32], y: &[bool], min_precision: f64) -> O
         .into_iter()
         .filter(|&(_, tp, fp)| tp > 0 && tp as f64 / (tp + fp) as f64 >= min_precision)
         .map(|(s, _, _)| s)
-        .last()
+        .next_back()
 }
 
 /// Column `j` of a row-major `n x m` matrix.

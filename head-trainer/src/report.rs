@@ -319,7 +319,7 @@ pub fn report_markdown(
             l.label,
             l.train_count,
             l.support,
-            at_row(&l.at_f1).replace(" | ", " | "),
+            at_row(&l.at_f1),
             fmt_opt(l.roc_auc),
             fmt_opt(l.pr_auc),
             l.at_f1.threshold.map_or("-".into(), |t| format!("{t:.3}"))

@@ -44,7 +44,7 @@ fn draw(kind: usize, rng: &mut Lcg) -> RgbImage {
             let period = rng.range(8, 24);
             let color = Rgb([jitter(rng, 30), jitter(rng, 60), jitter(rng, 220)]);
             for (_, y, p) in img.enumerate_pixels_mut() {
-                if (y / period) % 2 == 0 {
+                if (y / period).is_multiple_of(2) {
                     *p = color;
                 }
             }
@@ -53,7 +53,7 @@ fn draw(kind: usize, rng: &mut Lcg) -> RgbImage {
             let cell = rng.range(10, 30);
             let color = Rgb([jitter(rng, 30), jitter(rng, 180), jitter(rng, 40)]);
             for (x, y, p) in img.enumerate_pixels_mut() {
-                if (x / cell + y / cell) % 2 == 0 {
+                if (x / cell + y / cell).is_multiple_of(2) {
                     *p = color;
                 }
             }
@@ -69,7 +69,7 @@ fn make_dataset(dir: &Path, n: usize) {
     let mut csv = String::from("id,topic\n");
     for i in 0..n {
         let kind = i % 3;
-        let id = format!("img{i:04}.{}", if i % 2 == 0 { "png" } else { "jpg" });
+        let id = format!("img{i:04}.{}", if i.is_multiple_of(2) { "png" } else { "jpg" });
         draw(kind, &mut rng).save(dir.join("images").join(&id)).unwrap();
         csv.push_str(&format!("{id},{}\n", names[kind]));
     }
