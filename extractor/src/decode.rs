@@ -87,12 +87,22 @@ pub struct DecodeOptions {
     pub max_pixels: u64,
     /// Short side, in pixels, that SVGs are rasterised at.
     pub svg_short_side: u32,
+    /// DCT-domain downscaling of JPEGs: decode at 1/2, 1/4 or 1/8 scale as long as the short
+    /// side stays at least this many pixels (`None`: always decode at full size).
+    pub jpeg_min_short_side: Option<u32>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, svg_short_side: 512 }
+        Self { max_pixels: DEFAULT_MAX_PIXELS, svg_short_side: 512, jpeg_min_short_side: None }
     }
+}
+
+/// The largest JPEG IDCT reduction (1, 2, 4 or 8) that keeps the short side of a `w x h`
+/// image at least `min_short` pixels.
+pub fn jpeg_reduction(w: u32, h: u32, min_short: u32) -> u32 {
+    let short = w.min(h);
+    [8, 4, 2].into_iter().find(|&r| short.div_ceil(r) >= min_short).unwrap_or(1)
 }
 
 /// Reads and decodes the image at `path`.
@@ -170,12 +180,46 @@ fn decode_raster(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, Ima
         ));
     }
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    let reduction = match (format, opts.jpeg_min_short_side) {
+        (image::ImageFormat::Jpeg, Some(min)) => jpeg_reduction(w, h, min),
+        _ => 1,
+    };
+    let scaled = if reduction > 1 { decode_jpeg_scaled(bytes, w, h, reduction) } else { None };
+    let mut img = match scaled {
+        Some(img) => img,
+        None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    let (width, height) = (img.width(), img.height());
+    // the original size, whatever scale the pixels were decoded at (orientation applied)
+    let (width, height) = match orientation {
+        Some(o) if swaps_axes(o) => (h, w),
+        _ => (w, h),
+    };
     Ok(DecodedImage { rgb: to_rgb_on_white(img), width, height })
+}
+
+fn swaps_axes(o: image::metadata::Orientation) -> bool {
+    use image::metadata::Orientation::*;
+    matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
+}
+
+/// Decodes a YCbCr or greyscale JPEG at 1/`reduction` scale in the DCT domain; `None` for
+/// what it does not handle (CMYK, 16-bit), which then takes the full-size path.
+fn decode_jpeg_scaled(bytes: &[u8], w: u32, h: u32, reduction: u32) -> Option<DynamicImage> {
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    let (sw, sh) = dec.scale(w.div_ceil(reduction) as u16, h.div_ceil(reduction) as u16).ok()?;
+    let pixels = dec.decode().ok()?;
+    let info = dec.info()?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageRgb8),
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageLuma8)
+        }
+        _ => None,
+    }
 }
 
 /// Whether a JPEG lacks an end-of-image marker (FF D9) after its last start-of-scan (FF DA).

@@ -159,7 +159,12 @@ fn first_line(s: &str) -> &str {
 }
 
 fn cpu_session(rt: &runtime::Runtime, m: &ModelManifest, threads: usize) -> Result<Session> {
-    let mut b = Session::builder(&rt.env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+    // Decoding runs on the same cores while a batch is inferred: ONNX Runtime's threads must
+    // sleep, not spin, between their work items, or they steal the decoders' CPU.
+    let mut b = Session::builder(&rt.env)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_intra_op_spinning(false)?
+        .with_inter_op_spinning(false)?;
     if threads > 0 {
         b = b.with_intra_threads(threads)?;
     }

@@ -114,6 +114,25 @@ pub struct JobConfig {
     pub part_size: usize,
     /// Decoding limits.
     pub decode: DecodeOptions,
+    /// DCT-domain JPEG downscaling keeps the decoded crop at least this many times the input
+    /// size (0 disables it; see BENCHMARKS.md for the embedding agreement it keeps).
+    pub jpeg_draft_margin: f64,
+}
+
+/// Default of [`JobConfig::jpeg_draft_margin`].
+pub const DEFAULT_JPEG_DRAFT_MARGIN: f64 = 4.0;
+
+/// Short side a JPEG may be DCT-downscaled to: the crop of the resize policy stays at least
+/// `margin` x the input size.
+pub fn jpeg_min_short_side(resize: ResizePolicy, input_size: u32, margin: f64) -> Option<u32> {
+    if margin <= 0.0 {
+        return None;
+    }
+    let crop = match resize {
+        ResizePolicy::CenterCrop { crop_fraction } => crop_fraction,
+        ResizePolicy::Stretch => 1.0,
+    };
+    Some((f64::from(input_size) * margin / crop).ceil() as u32)
 }
 
 /// What a job did.
@@ -209,7 +228,10 @@ pub fn run(cfg: &JobConfig, progress: &ProgressBar, note: &dyn Fn(&str)) -> Resu
     let mut writer: Option<EmbeddingWriter> = None;
     let (tx, rx) = bounded::<Vec<Prepared>>(2);
     let size = input_size;
-    let decode_opts = cfg.decode;
+    let decode_opts = DecodeOptions {
+        jpeg_min_short_side: jpeg_min_short_side(resize, input_size, cfg.jpeg_draft_margin),
+        ..cfg.decode
+    };
 
     std::thread::scope(|scope| -> Result<()> {
         let producer = scope.spawn(move || {

@@ -84,6 +84,10 @@ struct EmbedArgs {
     /// Images with more pixels are recorded as too-large instead of decoded.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
+    /// Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain while the model's crop
+    /// keeps at least this many times the input size in pixels (0: always decode full size).
+    #[arg(long, default_value_t = job::DEFAULT_JPEG_DRAFT_MARGIN)]
+    jpeg_draft_margin: f64,
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -160,6 +164,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         threads: args.threads,
         part_size: args.part_size,
         decode: DecodeOptions { max_pixels: args.max_pixels, ..DecodeOptions::default() },
+        jpeg_draft_margin: args.jpeg_draft_margin,
     };
     let bar = ProgressBar::with_draw_target(
         Some(0),

@@ -219,3 +219,22 @@ def test_shards_partition_the_manifest(tmp_path):
     assert sorted(seen) == sorted(PHOTOS)
     info = subprocess.run([str(release_binary("extractor")), "info", str(out), "--json"], capture_output=True, text=True)
     assert info.returncode == 0 and '"rows": 5' in info.stdout
+
+
+def test_dct_downscaled_jpegs_stay_within_cosine_0999(tmp_path):
+    """A 4096 px JPEG is decoded at reduced scale by default and still agrees with full decoding."""
+    d = tmp_path / "big"
+    d.mkdir()
+    for i, p in enumerate(["chelsea.png", "coffee.png", "astronaut.png"]):
+        im = Image.open(skimage_photo(p)).convert("RGB")
+        im.resize((4096, int(4096 * im.size[1] / im.size[0])), Image.BICUBIC).save(d / f"big{i}.jpg", quality=90)
+    emb = {}
+    for margin in ["0", "4", "1"]:
+        out = tmp_path / f"cache{margin}"
+        run_extractor(d, "--model", MODEL, "--out", out, "--dtype", "f32", "--jpeg-draft-margin", margin)
+        ids, e, _ = read_cache(out)
+        emb[margin] = dict(zip(ids, e))
+    for i in emb["0"]:
+        assert cosine(emb["4"][i], emb["0"][i]) >= 0.999, i
+        # margin 1 decodes at 1/8 scale: a different (coarser) path, so not bit-identical
+        assert cosine(emb["1"][i], emb["0"][i]) < 0.99999, i

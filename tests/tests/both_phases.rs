@@ -96,6 +96,7 @@ fn extract_train_evaluate_predict() {
         threads: 0,
         part_size: 100,
         decode: DecodeOptions::default(),
+        jpeg_draft_margin: extractor::job::DEFAULT_JPEG_DRAFT_MARGIN,
     };
     let summary = extractor::job::run(&job, &ProgressBar::hidden(), &|_| {}).unwrap();
     assert_eq!((summary.embedded, summary.failed), (240, 1));
