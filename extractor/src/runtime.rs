@@ -63,7 +63,11 @@ pub fn init() -> Result<&'static Runtime> {
                 Some(p) => {
                     let p = PathBuf::from(p);
                     if !p.is_file() {
-                        return Err(format!("ORT_DYLIB_PATH={} does not exist", p.display()));
+                        return Err(format!(
+                            "ORT_DYLIB_PATH={} does not exist: point it at libonnxruntime.so.1.31.x, or unset \
+                             it to use the project's .venv (scripts/setup installs onnxruntime there)",
+                            p.display()
+                        ));
                     }
                     p
                 }

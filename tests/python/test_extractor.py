@@ -238,3 +238,12 @@ def test_dct_downscaled_jpegs_stay_within_cosine_0999(tmp_path):
         assert cosine(emb["4"][i], emb["0"][i]) >= 0.999, i
         # margin 1 decodes at 1/8 scale: a different (coarser) path, so not bit-identical
         assert cosine(emb["1"][i], emb["0"][i]) < 0.99999, i
+
+
+def test_missing_onnx_runtime_is_a_clear_error(tmp_path):
+    env = {**os.environ, "ORT_DYLIB_PATH": str(tmp_path / "nowhere" / "libonnxruntime.so")}
+    proc = subprocess.run([str(release_binary("extractor")), "embed", str(tmp_path), "--model", MODEL, "--out",
+                           str(tmp_path / "c")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert "ORT_DYLIB_PATH=" in proc.stderr and "does not exist" in proc.stderr
+    assert "panicked" not in proc.stderr
