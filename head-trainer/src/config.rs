@@ -1,12 +1,12 @@
 //! Run configurations (`run.toml`): everything that defines one trained head.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use feature_cache::SplitSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::labels::LabelConfig;
+use crate::labels::{EmptyPolicy, LabelConfig};
 use crate::model::LossKind;
 use crate::train::TrainSettings;
 
@@ -71,5 +71,78 @@ pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
     match line {
         Some(l) => format!("{}:{l}: {}", path.display(), e.message()),
         None => format!("{}: {}", path.display(), e.message()),
+    }
+}
+
+/// The settings a grid axis or an explicit run may set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOverrides {
+    /// Run name (explicit runs; grid runs are named after their values).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Embedding cache.
+    #[serde(default)]
+    pub embeddings: Option<PathBuf>,
+    /// Label column.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Top-K labels.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Explicit label list.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Minimum training count.
+    #[serde(default)]
+    pub min_count: Option<usize>,
+    /// Taxonomy file.
+    #[serde(default)]
+    pub taxonomy: Option<PathBuf>,
+    /// Empty-label policy.
+    #[serde(default)]
+    pub empty: Option<EmptyPolicy>,
+    /// Loss.
+    #[serde(default)]
+    pub loss: Option<LossKind>,
+    /// Hidden units.
+    #[serde(default)]
+    pub hidden: Option<usize>,
+    /// Seed of weights and batch order.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl RunOverrides {
+    /// Sets every field given here on `c` (a seed sets both the weights' and the batch order's).
+    pub fn apply_to(&self, c: &mut RunConfig) {
+        if let Some(v) = &self.column {
+            c.labels.column = v.clone();
+        }
+        if self.top_k.is_some() {
+            c.labels.top_k = self.top_k;
+        }
+        if self.labels.is_some() {
+            c.labels.labels = self.labels.clone();
+        }
+        if let Some(v) = self.min_count {
+            c.labels.min_count = v;
+        }
+        if self.taxonomy.is_some() {
+            c.labels.taxonomy = self.taxonomy.clone();
+        }
+        if let Some(v) = self.empty {
+            c.labels.empty = v;
+        }
+        if let Some(v) = self.loss {
+            c.loss = v;
+        }
+        if let Some(v) = self.hidden {
+            c.hidden = v;
+        }
+        if let Some(v) = self.seed {
+            c.seed = v;
+            c.train.seed = v;
+        }
     }
 }

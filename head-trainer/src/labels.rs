@@ -21,6 +21,17 @@ pub enum EmptyPolicy {
     Negative,
 }
 
+impl std::str::FromStr for EmptyPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "drop" => Ok(Self::Drop),
+            "negative" => Ok(Self::Negative),
+            _ => Err(format!("`{s}` is not an empty-label policy (drop, negative)")),
+        }
+    }
+}
+
 /// How to derive the label set of a head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use head_trainer::config::RunConfig;
+use head_trainer::config::{RunConfig, RunOverrides};
 use head_trainer::labels::EmptyPolicy;
 use head_trainer::model::LossKind;
 use head_trainer::run::{predict, train_one, Inputs};
@@ -95,8 +95,8 @@ struct TrainArgs {
     #[arg(long)]
     taxonomy: Option<PathBuf>,
     /// Images left without labels: `drop` (the seed's choice) or `negative`.
-    #[arg(long, value_parser = ["drop", "negative"])]
-    empty: Option<String>,
+    #[arg(long)]
+    empty: Option<EmptyPolicy>,
     /// Loss: bce, class-weighted (the seed's), pos-weight, focal.
     #[arg(long)]
     loss: Option<LossKind>,
@@ -153,30 +153,19 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
         Some(p) => RunConfig::load(p)?,
         None => RunConfig::for_column(a.column.as_deref().context("--column (or --config) is required")?),
     };
-    if let Some(v) = &a.column {
-        c.labels.column = v.clone();
+    RunOverrides {
+        column: a.column.clone(),
+        top_k: a.top_k,
+        labels: a.labels_list.clone(),
+        min_count: a.min_count,
+        taxonomy: a.taxonomy.clone(),
+        empty: a.empty,
+        loss: a.loss,
+        hidden: a.hidden,
+        seed: a.seed,
+        ..RunOverrides::default()
     }
-    if a.top_k.is_some() {
-        c.labels.top_k = a.top_k;
-    }
-    if a.labels_list.is_some() {
-        c.labels.labels = a.labels_list.clone();
-    }
-    if let Some(v) = a.min_count {
-        c.labels.min_count = v;
-    }
-    if a.taxonomy.is_some() {
-        c.labels.taxonomy = a.taxonomy.clone();
-    }
-    if let Some(v) = &a.empty {
-        c.labels.empty = if v == "negative" { EmptyPolicy::Negative } else { EmptyPolicy::Drop };
-    }
-    if let Some(v) = a.loss {
-        c.loss = v;
-    }
-    if let Some(v) = a.hidden {
-        c.hidden = v;
-    }
+    .apply_to(&mut c);
     if let Some(v) = a.epochs {
         c.train.epochs = v;
     }
@@ -185,10 +174,6 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     }
     if let Some(v) = a.learning_rate {
         c.train.learning_rate = v;
-    }
-    if let Some(v) = a.seed {
-        c.seed = v;
-        c.train.seed = v;
     }
     if let Some(v) = a.min_precision {
         c.train.min_precision = v;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{toml_error, RunConfig};
+use crate::config::{toml_error, RunConfig, RunOverrides};
 use crate::data::Joined;
 use crate::error::{Result, TrainError};
 use crate::labels::EmptyPolicy;
@@ -38,45 +38,6 @@ use crate::plot::{write_chart, BarChart, LineChart, Series};
 use crate::report::{write_json, write_run};
 use crate::run::{head_job, Inputs};
 use crate::train::train_fused;
-
-/// The settings a grid axis or an explicit run may set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunOverrides {
-    /// Run name (explicit runs; grid runs are named after their values).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Embedding cache.
-    #[serde(default)]
-    pub embeddings: Option<PathBuf>,
-    /// Label column.
-    #[serde(default)]
-    pub column: Option<String>,
-    /// Top-K labels.
-    #[serde(default)]
-    pub top_k: Option<usize>,
-    /// Explicit label list.
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    /// Minimum training count.
-    #[serde(default)]
-    pub min_count: Option<usize>,
-    /// Taxonomy file.
-    #[serde(default)]
-    pub taxonomy: Option<PathBuf>,
-    /// Empty-label policy.
-    #[serde(default)]
-    pub empty: Option<EmptyPolicy>,
-    /// Loss.
-    #[serde(default)]
-    pub loss: Option<LossKind>,
-    /// Hidden units.
-    #[serde(default)]
-    pub hidden: Option<usize>,
-    /// Seed of weights and batch order.
-    #[serde(default)]
-    pub seed: Option<u64>,
-}
 
 /// Grid axes: each a list of values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -183,7 +144,7 @@ impl SweepFile {
                     i + 1
                 ))
             })?;
-            apply(&mut c, o);
+            o.apply_to(&mut c);
             if c.labels.column.is_empty() {
                 return Err(TrainError::Config(format!(
                     "{}: run {}: no label `column` (set it in [defaults.labels], [grid] or the run)",
@@ -240,37 +201,6 @@ fn expand_grid(g: &Grid) -> Vec<RunOverrides> {
     out = axis(out, &g.hidden, |o, v| o.hidden = Some(v));
     out = axis(out, &g.seed, |o, v| o.seed = Some(v));
     axis(out, &g.empty, |o, v| o.empty = Some(v))
-}
-
-fn apply(c: &mut RunConfig, o: &RunOverrides) {
-    if let Some(v) = &o.column {
-        c.labels.column = v.clone();
-    }
-    if o.top_k.is_some() {
-        c.labels.top_k = o.top_k;
-    }
-    if o.labels.is_some() {
-        c.labels.labels = o.labels.clone();
-    }
-    if let Some(v) = o.min_count {
-        c.labels.min_count = v;
-    }
-    if o.taxonomy.is_some() {
-        c.labels.taxonomy = o.taxonomy.clone();
-    }
-    if let Some(v) = o.empty {
-        c.labels.empty = v;
-    }
-    if let Some(v) = o.loss {
-        c.loss = v;
-    }
-    if let Some(v) = o.hidden {
-        c.hidden = v;
-    }
-    if let Some(v) = o.seed {
-        c.seed = v;
-        c.train.seed = v;
-    }
 }
 
 fn auto_name(o: &RunOverrides, c: &RunConfig) -> String {
