@@ -36,6 +36,8 @@ pub enum FailureKind {
     BadName,
     /// The decoder panicked (a bug in a decoder, contained).
     DecoderPanic,
+    /// Decoded, but could not be turned into the network input.
+    Preprocess,
 }
 
 impl FailureKind {
@@ -50,6 +52,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too-large",
             FailureKind::BadName => "bad-name",
             FailureKind::DecoderPanic => "decoder-panic",
+            FailureKind::Preprocess => "preprocess",
         }
     }
 }
@@ -64,7 +67,8 @@ pub struct ImageFailure {
 }
 
 impl ImageFailure {
-    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+    /// A failure of `kind` with its reason.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into() }
     }
 }

@@ -241,11 +241,7 @@ pub fn run(cfg: &JobConfig, progress: &ProgressBar, note: &dyn Fn(&str)) -> Resu
                         .par_iter()
                         .map(|entry| Prepared {
                             entry: entry.clone(),
-                            result: decode_file(&entry.path, &decode_opts).map(|img| {
-                                let mut buf = Vec::new();
-                                preprocess_into(&img.rgb, resize, size, &mut buf);
-                                (buf, img.width, img.height)
-                            }),
+                            result: prepare(&entry.path, &decode_opts, resize, size),
                         })
                         .collect()
                 });
@@ -302,6 +298,25 @@ pub fn run(cfg: &JobConfig, progress: &ProgressBar, note: &dyn Fn(&str)) -> Resu
     parts.flush_failures(&mut pending_failures)?;
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Decodes and preprocesses one image; any failure, a panic included, is the image's alone.
+fn prepare(
+    path: &Path,
+    opts: &DecodeOptions,
+    resize: ResizePolicy,
+    size: u32,
+) -> std::result::Result<(Vec<u8>, u32, u32), ImageFailure> {
+    std::panic::catch_unwind(|| {
+        let img = decode_file(path, opts)?;
+        let mut buf = Vec::new();
+        preprocess_into(&img.rgb, resize, size, &mut buf)
+            .map_err(|m| ImageFailure::new(FailureKind::Preprocess, m))?;
+        Ok((buf, img.width, img.height))
+    })
+    .unwrap_or_else(|_| {
+        Err(ImageFailure::new(FailureKind::DecoderPanic, "panicked while decoding or resizing"))
+    })
 }
 
 /// Ids already finished in `out` (embedded or failed); refuses a directory of another model.

@@ -21,16 +21,25 @@ pub fn crop_box(policy: ResizePolicy, w: u32, h: u32) -> (f64, f64, f64, f64) {
 
 /// Writes the `size x size x 3` network input for `img` into `out` (which it resizes).
 /// Bilinear with antialiasing (a convolution whose support grows with the scale factor), as
-/// Pillow's `Image.resize(..., BILINEAR, box=...)`.
-pub fn preprocess_into(img: &RgbImage, policy: ResizePolicy, size: u32, out: &mut Vec<u8>) {
+/// Pillow's `Image.resize(..., BILINEAR, box=...)`. Fails, with the reason, on an image the
+/// resizer cannot take (e.g. zero pixels wide).
+pub fn preprocess_into(
+    img: &RgbImage,
+    policy: ResizePolicy,
+    size: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let (w, h) = img.dimensions();
-    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).expect("RgbImage buffer is w x h x 3");
+    if w == 0 || h == 0 || size == 0 {
+        return Err(format!("cannot resize a {w}x{h} image to {size}x{size}"));
+    }
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| format!("image buffer: {e}"))?;
     out.clear();
     out.resize((size * size * 3) as usize, 0);
     let mut dst = Image::from_slice_u8(size, size, out.as_mut_slice(), PixelType::U8x3)
-        .expect("buffer sized for size x size x 3");
+        .map_err(|e| format!("input buffer: {e}"))?;
     let (left, top, cw, ch) = crop_box(policy, w, h);
     let options =
         ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, cw, ch);
-    Resizer::new().resize(&src, &mut dst, &options).expect("same pixel type, non-empty images");
+    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("resize {w}x{h} -> {size}: {e}"))
 }

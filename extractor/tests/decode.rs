@@ -75,3 +75,17 @@ fn svg_external_references_are_not_followed() {
     assert_eq!(img.rgb.get_pixel(200, 200).0, [0, 255, 0]);
     assert_eq!((img.width, img.height), (10, 10));
 }
+
+#[test]
+fn degenerate_images_are_errors_not_panics() {
+    use extractor::model::ResizePolicy;
+    use extractor::preprocess::preprocess_into;
+    let mut out = Vec::new();
+    let err = preprocess_into(&image::RgbImage::new(0, 5), ResizePolicy::Stretch, 64, &mut out).unwrap_err();
+    assert!(err.contains("0x5"), "{err}");
+    // a single pixel is an image: it resizes
+    let one = image::RgbImage::from_pixel(1, 1, image::Rgb([9, 8, 7]));
+    preprocess_into(&one, ResizePolicy::CenterCrop { crop_fraction: 0.875 }, 64, &mut out).unwrap();
+    assert_eq!(out.len(), 64 * 64 * 3);
+    assert_eq!(&out[..3], &[9, 8, 7]);
+}
