@@ -327,13 +327,13 @@ pub fn run_sweep(
             groups.entry(group_key(r)).or_default().push(r);
         }
     }
-    let mut fused_sizes: BTreeMap<String, usize> = BTreeMap::new();
     for group in groups.values() {
         let embeddings = &group[0].embeddings;
         log(&format!("loading {} ({} runs to train on it)", embeddings.display(), group.len()));
         let inputs = Inputs::load(embeddings, &labels_path)?;
+        // the group key includes the split, so one join serves every chunk of the group
+        let joined = Joined::new(&inputs.features, &inputs.table, &group[0].config.split)?;
         for chunk in group.chunks(max_fused.max(1)) {
-            let joined = Joined::new(&inputs.features, &inputs.table, &chunk[0].config.split)?;
             let jobs = chunk
                 .iter()
                 .map(|r| {
@@ -349,8 +349,9 @@ pub fn run_sweep(
             progress.reset();
             let trained = train_fused(&inputs.features, &joined, &jobs, &chunk[0].config.train, progress)?;
             for (t, r) in trained.iter().zip(chunk) {
-                write_run(&out.join(&r.name), t, &r.config, &inputs.features.meta, &joined.stats)?;
-                fused_sizes.insert(r.name.clone(), chunk.len());
+                let dir = write_run(&out.join(&r.name), t, &r.config, &inputs.features.meta, &joined.stats)?;
+                let fused = dir.join(FUSED_FILE);
+                std::fs::write(&fused, chunk.len().to_string()).map_err(|e| TrainError::io(&fused, e))?;
                 outcome.trained.push(r.name.clone());
             }
         }
@@ -358,21 +359,24 @@ pub fn run_sweep(
     let finished: Vec<SweepRun> =
         runs.iter().filter(|r| out.join(&r.name).join("metrics.json").exists()).cloned().collect();
     for r in &finished {
-        outcome.rows.push(summary_row(&out.join(&r.name), r, fused_sizes.get(&r.name).copied())?);
+        outcome.rows.push(summary_row(&out.join(&r.name), r)?);
     }
     write_summary(out, &finished, &outcome.rows)?;
     Ok(outcome)
 }
 
-fn summary_row(dir: &Path, r: &SweepRun, fused: Option<usize>) -> Result<SummaryRow> {
+/// File in a run directory holding how many heads it was trained fused with.
+const FUSED_FILE: &str = "fused.txt";
+
+fn summary_row(dir: &Path, r: &SweepRun) -> Result<SummaryRow> {
     let path = dir.join("metrics.json");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
     let m: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let f = |p: &str| m.pointer(p).and_then(serde_json::Value::as_f64);
-    let prev_fused = std::fs::read_to_string(dir.join("fused.txt")).ok().and_then(|s| s.trim().parse().ok());
-    let fused_with = fused.or(prev_fused).unwrap_or(1);
-    let _ = std::fs::write(dir.join("fused.txt"), fused_with.to_string());
+    // 1 for a run trained alone (or by `train`, or before fused.txt was written)
+    let fused_with =
+        std::fs::read_to_string(dir.join(FUSED_FILE)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
     Ok(SummaryRow {
         run: r.name.clone(),
         embedding_model: m["embedding_model"].as_str().unwrap_or_default().to_string(),
