@@ -545,11 +545,6 @@ impl EmbeddingCache {
         self.parts.iter().map(|p| p.rows).sum()
     }
 
-    /// Bytes the embeddings take in memory as float32.
-    pub fn f32_bytes(&self) -> usize {
-        self.rows() * self.meta.dim * 4
-    }
-
     /// All ids, in part order.
     pub fn read_ids(&self) -> Result<Vec<String>> {
         let mut ids = Vec::with_capacity(self.rows());

@@ -68,11 +68,6 @@ impl Features {
         Ok(Self { ids, dim, store, meta: cache.meta.clone() })
     }
 
-    /// Builds features from f32 rows (tests, synthetic benchmarks).
-    pub fn from_f32(ids: Vec<String>, dim: usize, values: Vec<f32>, meta: CacheMetadata) -> Self {
-        Self { ids, dim, store: FeatureStore::F32(values), meta }
-    }
-
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -93,14 +88,6 @@ impl Features {
                 FeatureStore::F16(v) => v[r * d..(r + 1) * d].convert_to_f32_slice(dst),
                 FeatureStore::F32(v) => dst.copy_from_slice(&v[r * d..(r + 1) * d]),
             }
-        }
-    }
-
-    /// Bytes held in memory by the values.
-    pub fn bytes(&self) -> usize {
-        match &self.store {
-            FeatureStore::F16(v) => v.len() * 2,
-            FeatureStore::F32(v) => v.len() * 4,
         }
     }
 }

@@ -68,17 +68,6 @@ pub fn train_one(
     Ok(RunOutcome { trained, dir })
 }
 
-/// Which thresholds `predict` applies to produce label lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThresholdPolicy {
-    /// 0.5 for every label.
-    Half,
-    /// The per-label F1-optimal thresholds tuned on validation.
-    F1,
-    /// The per-label max-recall-at-precision thresholds.
-    Precision,
-}
-
 /// `head-trainer predict`: probabilities for every embedding of a cache; returns rows written.
 pub fn predict(head_dir: &Path, embeddings: &Path, out: &Path) -> Result<usize> {
     let info_path = head_dir.join("head.json");
