@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::labels::{EmptyPolicy, LabelConfig};
-use crate::model::LossKind;
+use crate::linear::ProbeSettings;
+use crate::model::{LossKind, ModelKind};
 use crate::train::TrainSettings;
 
 /// One head's configuration, as `run.toml` holds it and `head.json` records it.
@@ -16,6 +17,9 @@ use crate::train::TrainSettings;
 pub struct RunConfig {
     /// Label configuration.
     pub labels: LabelConfig,
+    /// Classifier: `mlp` (the head) or `linear` (the linear-probe baseline).
+    #[serde(default)]
+    pub model: ModelKind,
     /// Hidden units of the first dense layer.
     #[serde(default = "default_hidden")]
     pub hidden: usize,
@@ -28,6 +32,9 @@ pub struct RunConfig {
     /// Optimisation settings.
     #[serde(default)]
     pub train: TrainSettings,
+    /// Settings of the linear probe (`model = "linear"`).
+    #[serde(default)]
+    pub probe: ProbeSettings,
     /// Hash split (ignored for rows whose label table sets `split`).
     #[serde(default)]
     pub split: SplitSpec,
@@ -50,10 +57,12 @@ impl RunConfig {
     pub fn for_column(column: &str) -> Self {
         Self {
             labels: LabelConfig::all(column),
+            model: ModelKind::default(),
             hidden: default_hidden(),
             loss: default_loss(),
             seed: default_seed(),
             train: TrainSettings::default(),
+            probe: ProbeSettings::default(),
             split: SplitSpec::default(),
         }
     }
@@ -102,6 +111,9 @@ pub struct RunOverrides {
     /// Empty-label policy.
     #[serde(default)]
     pub empty: Option<EmptyPolicy>,
+    /// Classifier.
+    #[serde(default)]
+    pub model: Option<ModelKind>,
     /// Loss.
     #[serde(default)]
     pub loss: Option<LossKind>,
@@ -133,6 +145,9 @@ impl RunOverrides {
         }
         if let Some(v) = self.empty {
             c.labels.empty = v;
+        }
+        if let Some(v) = self.model {
+            c.model = v;
         }
         if let Some(v) = self.loss {
             c.loss = v;

@@ -4,7 +4,8 @@
 //! Data flow: [`feature_cache::EmbeddingCache`] -> [`data::Features`] joined with a
 //! [`feature_cache::LabelTable`] and a split ([`data::Joined`]) -> a [`labels::LabelSpace`] per
 //! label configuration -> [`train::train_fused`] (one [`model::HeadStack`], one wide GEMM for
-//! all heads) -> [`evaluate`] with [`metrics`] -> [`report`] (run directory with plots).
+//! all heads) or [`linear::train_linear`] (the linear-probe baseline) -> [`evaluate`] with
+//! [`metrics`] -> [`report`] (run directory with plots).
 //! [`run`] wires this for the `train` and `predict` commands, [`sweep`] for many configurations.
 
 pub mod config;
@@ -12,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod labels;
+pub mod linear;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use head_trainer::config::{RunConfig, RunOverrides};
 use head_trainer::labels::EmptyPolicy;
-use head_trainer::model::LossKind;
+use head_trainer::model::{LossKind, ModelKind};
 use head_trainer::run::{predict, train_one, Inputs};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 Examples:
   head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --top-k 10 --out runs/fine10
   head-trainer train --embeddings cache/lite0 --labels labels.csv --config run.toml --out runs/custom
+  head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --model linear --out runs/probe
   head-trainer sweep sweeps/seed-grid.toml --out runs/grid
   head-trainer predict --head runs/fine10 --embeddings cache/new --out predictions.parquet")]
 struct Cli {
@@ -97,7 +98,11 @@ struct TrainArgs {
     /// Images left without labels: `drop` (the seed's choice) or `negative`.
     #[arg(long)]
     empty: Option<EmptyPolicy>,
-    /// Loss: bce, class-weighted (the seed's), pos-weight, focal.
+    /// Classifier: `mlp` (Dense(H, ReLU) + Dense(M, sigmoid), the default) or `linear` (the
+    /// linear-probe baseline: linfa logistic regression per label).
+    #[arg(long)]
+    model: Option<ModelKind>,
+    /// Loss: bce, class-weighted (the seed's), pos-weight, focal (MLP only).
     #[arg(long)]
     loss: Option<LossKind>,
     /// Hidden units.
@@ -115,6 +120,12 @@ struct TrainArgs {
     /// Seed of initial weights and batch order.
     #[arg(long)]
     seed: Option<u64>,
+    /// L2 penalty of the linear probe (scikit-learn's C = 1/alpha).
+    #[arg(long)]
+    probe_alpha: Option<f32>,
+    /// L-BFGS iterations per label of the linear probe, at most.
+    #[arg(long)]
+    probe_max_iterations: Option<u64>,
     /// Precision target of the ORES-style max-recall threshold.
     #[arg(long)]
     min_precision: Option<f64>,
@@ -160,6 +171,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
         min_count: a.min_count,
         taxonomy: a.taxonomy.clone(),
         empty: a.empty,
+        model: a.model,
         loss: a.loss,
         hidden: a.hidden,
         seed: a.seed,
@@ -174,6 +186,12 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     }
     if let Some(v) = a.learning_rate {
         c.train.learning_rate = v;
+    }
+    if let Some(v) = a.probe_alpha {
+        c.probe.alpha = v;
+    }
+    if let Some(v) = a.probe_max_iterations {
+        c.probe.max_iterations = v;
     }
     if let Some(v) = a.min_precision {
         c.train.min_precision = v;
@@ -217,11 +235,14 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish_and_clear();
             let t = &outcome.trained;
             let (mi, ma) = (&t.test.micro, &t.test.macro_);
+            let fitted = match t.history.len() {
+                0 => "linear probe".to_string(),
+                _ => format!("best epoch {}", t.best_epoch),
+            };
             println!(
-                "{}: {} labels, best epoch {}, test micro ROC AUC {:.3}, macro ROC AUC {:.3}, micro F1 {:.3}, macro F1 {:.3} ({:.1}s) -> {}/report.md",
+                "{}: {} labels, {fitted}, test micro ROC AUC {:.3}, macro ROC AUC {:.3}, micro F1 {:.3}, macro F1 {:.3} ({:.1}s) -> {}/report.md",
                 t.name,
                 t.labels.len(),
-                t.best_epoch,
                 mi.roc_auc.unwrap_or(f64::NAN),
                 ma.roc_auc.unwrap_or(f64::NAN),
                 mi.at_f1.f1,

@@ -15,7 +15,7 @@ use crate::config::RunConfig;
 use crate::data::JoinStats;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{AtThreshold, Thresholds};
-use crate::model::{Head, HeadShape};
+use crate::model::{Classifier, Head, HeadShape, LinearProbe, ModelKind};
 use crate::plot::{write_chart, BarChart, LineChart, Series};
 use crate::train::TrainedHead;
 
@@ -32,7 +32,10 @@ pub struct HeadInfo {
     pub config: RunConfig,
     /// Identity of the embeddings it was trained on.
     pub embedding: CacheMetadata,
-    /// Shape.
+    /// Classifier kind (`mlp` for heads written before the linear probe existed).
+    #[serde(default)]
+    pub model: ModelKind,
+    /// Shape (hidden 0 for the linear probe).
     pub shape: HeadShape,
     /// Best epoch.
     pub best_epoch: usize,
@@ -44,17 +47,29 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| TrainError::io(path, e))
 }
 
-/// Writes `head.safetensors` (tensors `w1` D x H, `b1`, `w2` H x M, `b2`, float32).
-pub fn save_head(head: &Head, path: &Path) -> Result<()> {
+/// Writes `head.safetensors`, float32: the MLP as `w1` (D x H), `b1`, `w2` (H x M), `b2`; the
+/// linear probe as `w` (D x M), `b`.
+pub fn save_head(head: &Classifier, path: &Path) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (d, h, m) = (head.dim, head.shape.hidden, head.shape.outputs);
-    let data = [bytes(&head.w1), bytes(&head.b1), bytes(&head.w2), bytes(&head.b2)];
-    let shapes = [vec![d, h], vec![h], vec![h, m], vec![m]];
-    let names = ["w1", "b1", "w2", "b2"];
+    let tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = match head {
+        Classifier::Mlp(h) => {
+            let (d, hd, m) = (h.dim, h.shape.hidden, h.shape.outputs);
+            vec![
+                ("w1", vec![d, hd], bytes(&h.w1)),
+                ("b1", vec![hd], bytes(&h.b1)),
+                ("w2", vec![hd, m], bytes(&h.w2)),
+                ("b2", vec![m], bytes(&h.b2)),
+            ]
+        }
+        Classifier::Linear(l) => {
+            vec![("w", vec![l.dim, l.outputs], bytes(&l.w)), ("b", vec![l.outputs], bytes(&l.b))]
+        }
+    };
     let mut views = Vec::new();
-    for ((name, shape), buf) in names.iter().zip(shapes).zip(&data) {
-        let view = TensorView::new(Dtype::F32, shape, buf).map_err(|e| TrainError::Data(e.to_string()))?;
+    for (name, shape, buf) in &tensors {
+        let view =
+            TensorView::new(Dtype::F32, shape.clone(), buf).map_err(|e| TrainError::Data(e.to_string()))?;
         views.push((name.to_string(), view));
     }
     let out = safetensors::serialize(views, None).map_err(|e| TrainError::Data(e.to_string()))?;
@@ -62,8 +77,8 @@ pub fn save_head(head: &Head, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads a head written by [`save_head`].
-pub fn load_head(path: &Path) -> Result<Head> {
+/// Reads a classifier written by [`save_head`].
+pub fn load_head(path: &Path, kind: ModelKind) -> Result<Classifier> {
     let bytes = io(path, std::fs::read(path))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| TrainError::Mismatch(format!("{}: {e}", path.display())))?;
@@ -74,14 +89,28 @@ pub fn load_head(path: &Path) -> Result<Head> {
         let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok((t.shape().to_vec(), v))
     };
-    let (s1, w1) = get("w1")?;
-    let (_, b1) = get("b1")?;
-    let (s2, w2) = get("w2")?;
-    let (_, b2) = get("b2")?;
-    if s1.len() != 2 || s2.len() != 2 || s1[1] != s2[0] {
-        return Err(TrainError::Mismatch(format!("{}: inconsistent tensor shapes", path.display())));
+    let inconsistent = || TrainError::Mismatch(format!("{}: inconsistent tensor shapes", path.display()));
+    match kind {
+        ModelKind::Mlp => {
+            let (s1, w1) = get("w1")?;
+            let (_, b1) = get("b1")?;
+            let (s2, w2) = get("w2")?;
+            let (_, b2) = get("b2")?;
+            if s1.len() != 2 || s2.len() != 2 || s1[1] != s2[0] {
+                return Err(inconsistent());
+            }
+            let shape = HeadShape { hidden: s1[1], outputs: s2[1] };
+            Ok(Classifier::Mlp(Head { dim: s1[0], shape, w1, b1, w2, b2 }))
+        }
+        ModelKind::Linear => {
+            let (s, w) = get("w")?;
+            let (sb, b) = get("b")?;
+            if s.len() != 2 || sb != [s[1]] {
+                return Err(inconsistent());
+            }
+            Ok(Classifier::Linear(LinearProbe { dim: s[0], outputs: s[1], w, b }))
+        }
     }
-    Ok(Head { dim: s1[0], shape: HeadShape { hidden: s1[1], outputs: s2[1] }, w1, b1, w2, b2 })
 }
 
 /// Writes a predictions table: `id`, `p:<label>` (Float32) and, where targets are given,
@@ -149,7 +178,8 @@ pub fn write_run(
         thresholds: trained.thresholds.clone(),
         config: config.clone(),
         embedding: embedding.clone(),
-        shape: trained.head.shape,
+        model: trained.head.kind(),
+        shape: trained.head.shape(),
         best_epoch: trained.best_epoch,
         tool_version: format!("head-trainer {}", env!("CARGO_PKG_VERSION")),
     };
@@ -232,6 +262,19 @@ fn write_plots(dir: &Path, t: &TrainedHead) -> Result<()> {
         diagonal: false,
     };
     write_chart(&pr.to_svg(), &dir.join("pr"))?;
+    if !t.history.is_empty() {
+        write_training_chart(dir, t)?;
+    }
+    let labels = BarChart {
+        title: format!("Training images per label — {}", t.name),
+        x_label: "training images".into(),
+        bars: t.labels.iter().cloned().zip(t.train_counts.iter().map(|&c| c as f64)).collect(),
+    };
+    write_chart(&labels.to_svg(), &dir.join("labels"))
+}
+
+/// Training curves (the MLP's per-epoch log).
+fn write_training_chart(dir: &Path, t: &TrainedHead) -> Result<()> {
     let epochs = t.history.len() as f64;
     let pick = |f: &dyn Fn(&crate::train::EpochLog) -> Option<f64>| -> Vec<(f64, f64)> {
         t.history.iter().filter_map(|h| Some((h.epoch as f64, f(h)?))).collect()
@@ -257,13 +300,7 @@ fn write_plots(dir: &Path, t: &TrainedHead) -> Result<()> {
         series,
         diagonal: false,
     };
-    write_chart(&training.to_svg(), &dir.join("training"))?;
-    let labels = BarChart {
-        title: format!("Training images per label — {}", t.name),
-        x_label: "training images".into(),
-        bars: t.labels.iter().cloned().zip(t.train_counts.iter().map(|&c| c as f64)).collect(),
-    };
-    write_chart(&labels.to_svg(), &dir.join("labels"))
+    write_chart(&training.to_svg(), &dir.join("training"))
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -284,10 +321,25 @@ pub fn report_markdown(
     let ev = &t.test;
     let mut s = String::new();
     let _ = writeln!(s, "# {}\n", t.name);
+    let model = match &t.head {
+        Classifier::Linear(_) => format!(
+            "Model: linear probe (linfa logistic regression per label, L2 alpha {}, at most {} L-BFGS \
+             iterations; no class weights: the loss setting applies to the MLP only)",
+            config.probe.alpha, config.probe.max_iterations
+        ),
+        Classifier::Mlp(h) => format!(
+            "Model: Dense({}, ReLU) + Dense({}, sigmoid). Loss: {}. Best epoch {} of {} (by validation macro PR AUC)",
+            h.shape.hidden,
+            h.shape.outputs,
+            config.loss,
+            t.best_epoch,
+            config.train.epochs
+        ),
+    };
     let _ = writeln!(
         s,
-        "Embeddings: `{}` ({} x {}, {} pooling, {} px). Labels: column `{}`, {} labels. Loss: {}. Hidden: {}. \
-         Best epoch {} of {} (by validation macro PR AUC). Training rows: {}. Test images: {}. Training time: {:.1}s.\n",
+        "Embeddings: `{}` ({} x {}, {} pooling, {} px). Labels: column `{}`, {} labels. {model}. \
+         Training rows: {}. Test images: {}. Training time: {:.1}s.\n",
         embedding.model_identity(),
         embedding.dim,
         embedding.dtype,
@@ -295,10 +347,6 @@ pub fn report_markdown(
         embedding.input_size,
         config.labels.column,
         t.labels.len(),
-        config.loss,
-        config.hidden,
-        t.best_epoch,
-        config.train.epochs,
         t.train_rows,
         ev.images,
         t.seconds
@@ -366,6 +414,7 @@ pub fn report_markdown(
             ev.labels_without_positives.join(", ")
         );
     }
-    let _ = writeln!(s, "\n## Plots\n\n![ROC](roc.png)\n\n![PR](pr.png)\n\n![training](training.png)\n\n![labels](labels.png)");
+    let training = if t.history.is_empty() { "" } else { "![training](training.png)\n\n" };
+    let _ = writeln!(s, "\n## Plots\n\n![ROC](roc.png)\n\n![PR](pr.png)\n\n{training}![labels](labels.png)");
     s
 }

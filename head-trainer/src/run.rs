@@ -9,6 +9,8 @@ use crate::config::RunConfig;
 use crate::data::{Features, Joined};
 use crate::error::{Result, TrainError};
 use crate::labels::LabelSpace;
+use crate::linear::train_linear;
+use crate::model::ModelKind;
 use crate::report::{load_head, write_predictions, write_run, HeadInfo};
 use crate::train::{train_fused, HeadJob, TrainedHead};
 
@@ -52,6 +54,29 @@ pub fn head_job(name: &str, inputs: &Inputs, joined: &Joined, config: &RunConfig
     })
 }
 
+/// Trains one job alone with its configuration's model kind.
+pub fn train_job(
+    inputs: &Inputs,
+    joined: &Joined,
+    job: HeadJob,
+    config: &RunConfig,
+    progress: &ProgressBar,
+) -> Result<TrainedHead> {
+    match config.model {
+        ModelKind::Mlp => {
+            let mut trained = train_fused(&inputs.features, joined, &[job], &config.train, progress)?;
+            Ok(trained.pop().expect("one job, one head"))
+        }
+        ModelKind::Linear => {
+            progress.set_length(1);
+            progress.set_message(format!("linear probe: {} labels", job.labels.len()));
+            let trained = train_linear(&inputs.features, joined, &job, &config.train, &config.probe)?;
+            progress.inc(1);
+            Ok(trained)
+        }
+    }
+}
+
 /// `head-trainer train`: one configuration, written to `out`.
 pub fn train_one(
     inputs: &Inputs,
@@ -62,8 +87,7 @@ pub fn train_one(
     let joined = Joined::new(&inputs.features, &inputs.table, &config.split)?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
     let job = head_job(&name, inputs, &joined, config)?;
-    let mut trained = train_fused(&inputs.features, &joined, &[job], &config.train, progress)?;
-    let trained = trained.pop().expect("one job, one head");
+    let trained = train_job(inputs, &joined, job, config, progress)?;
     let dir = write_run(out, &trained, config, &inputs.features.meta, &joined.stats)?;
     Ok(RunOutcome { trained, dir })
 }
@@ -74,7 +98,7 @@ pub fn predict(head_dir: &Path, embeddings: &Path, out: &Path) -> Result<usize> 
     let text = std::fs::read_to_string(&info_path).map_err(|e| TrainError::io(&info_path, e))?;
     let info: HeadInfo = serde_json::from_str(&text)
         .map_err(|e| TrainError::Mismatch(format!("{}: {e}", info_path.display())))?;
-    let head = load_head(&head_dir.join("head.safetensors"))?;
+    let head = load_head(&head_dir.join("head.safetensors"), info.model)?;
     let cache = EmbeddingCache::open(embeddings)?;
     if let Some((field, have, want)) = info.embedding.mismatch(&cache.meta) {
         return Err(TrainError::Mismatch(format!(
@@ -86,7 +110,7 @@ pub fn predict(head_dir: &Path, embeddings: &Path, out: &Path) -> Result<usize> 
     }
     let features = Features::load(&cache)?;
     let rows: Vec<usize> = (0..features.len()).collect();
-    let mut probs = Vec::with_capacity(rows.len() * head.shape.outputs);
+    let mut probs = Vec::with_capacity(rows.len() * head.shape().outputs);
     let mut x = Vec::new();
     for chunk in rows.chunks(4096) {
         features.gather(chunk, &mut x);

@@ -33,11 +33,11 @@ use crate::data::Joined;
 use crate::error::{Result, TrainError};
 use crate::labels::EmptyPolicy;
 use crate::metrics::roc;
-use crate::model::LossKind;
+use crate::model::{LossKind, ModelKind};
 use crate::plot::{write_chart, BarChart, LineChart, Series};
 use crate::report::{write_json, write_run};
-use crate::run::{head_job, Inputs};
-use crate::train::train_fused;
+use crate::run::{head_job, train_job, Inputs};
+use crate::train::{train_fused, TrainedHead};
 
 /// Grid axes: each a list of values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -55,6 +55,9 @@ pub struct Grid {
     /// Label lists.
     #[serde(default)]
     pub labels: Vec<Vec<String>>,
+    /// Classifiers (`mlp`, `linear`).
+    #[serde(default)]
+    pub model: Vec<ModelKind>,
     /// Losses.
     #[serde(default)]
     pub loss: Vec<LossKind>,
@@ -197,6 +200,7 @@ fn expand_grid(g: &Grid) -> Vec<RunOverrides> {
     out = axis(out, &g.column, |o, v| o.column = Some(v));
     out = axis(out, &g.top_k, |o, v| o.top_k = Some(v));
     out = axis(out, &g.labels, |o, v| o.labels = Some(v));
+    out = axis(out, &g.model, |o, v| o.model = Some(v));
     out = axis(out, &g.loss, |o, v| o.loss = Some(v));
     out = axis(out, &g.hidden, |o, v| o.hidden = Some(v));
     out = axis(out, &g.seed, |o, v| o.seed = Some(v));
@@ -213,6 +217,9 @@ fn auto_name(o: &RunOverrides, c: &RunConfig) -> String {
         (Some(l), _) => parts.push(format!("{}labels", l.len())),
         (None, Some(k)) => parts.push(format!("top{k}")),
         (None, None) => parts.push("all".into()),
+    }
+    if o.model.is_some() {
+        parts.push(c.model.to_string());
     }
     if o.loss.is_some() {
         parts.push(c.loss.to_string());
@@ -240,9 +247,11 @@ pub struct SummaryRow {
     pub column: String,
     /// Number of labels.
     pub labels: usize,
-    /// Loss.
+    /// Classifier: `mlp` or `linear`.
+    pub classifier: String,
+    /// Loss (`logistic` for the linear probe).
     pub loss: String,
-    /// Hidden units.
+    /// Hidden units (0 for the linear probe).
     pub hidden: usize,
     /// Test images.
     pub test_images: usize,
@@ -333,14 +342,21 @@ pub fn run_sweep(
         let inputs = Inputs::load(embeddings, &labels_path)?;
         // the group key includes the split, so one join serves every chunk of the group
         let joined = Joined::new(&inputs.features, &inputs.table, &group[0].config.split)?;
-        for chunk in group.chunks(max_fused.max(1)) {
-            let jobs = chunk
-                .iter()
-                .map(|r| {
-                    head_job(&r.name, &inputs, &joined, &r.config)
-                        .map_err(|e| TrainError::Config(format!("{}: run `{}`: {e}", path.display(), r.name)))
-                })
-                .collect::<Result<Vec<_>>>()?;
+        let (mlp, linear): (Vec<&SweepRun>, Vec<&SweepRun>) =
+            group.iter().partition(|r| r.config.model == ModelKind::Mlp);
+        let job_of = |r: &SweepRun| {
+            head_job(&r.name, &inputs, &joined, &r.config)
+                .map_err(|e| TrainError::Config(format!("{}: run `{}`: {e}", path.display(), r.name)))
+        };
+        let mut write = |t: &TrainedHead, r: &SweepRun, fused_with: usize| -> Result<()> {
+            let dir = write_run(&out.join(&r.name), t, &r.config, &inputs.features.meta, &joined.stats)?;
+            let fused = dir.join(FUSED_FILE);
+            std::fs::write(&fused, fused_with.to_string()).map_err(|e| TrainError::io(&fused, e))?;
+            outcome.trained.push(r.name.clone());
+            Ok(())
+        };
+        for chunk in mlp.chunks(max_fused.max(1)) {
+            let jobs = chunk.iter().map(|r| job_of(r)).collect::<Result<Vec<_>>>()?;
             log(&format!(
                 "training {} fused: {}",
                 jobs.len(),
@@ -349,11 +365,14 @@ pub fn run_sweep(
             progress.reset();
             let trained = train_fused(&inputs.features, &joined, &jobs, &chunk[0].config.train, progress)?;
             for (t, r) in trained.iter().zip(chunk) {
-                let dir = write_run(&out.join(&r.name), t, &r.config, &inputs.features.meta, &joined.stats)?;
-                let fused = dir.join(FUSED_FILE);
-                std::fs::write(&fused, chunk.len().to_string()).map_err(|e| TrainError::io(&fused, e))?;
-                outcome.trained.push(r.name.clone());
+                write(t, r, chunk.len())?;
             }
+        }
+        for r in linear {
+            log(&format!("fitting linear probe: {}", r.name));
+            progress.reset();
+            let trained = train_job(&inputs, &joined, job_of(r)?, &r.config, progress)?;
+            write(&trained, r, 1)?;
         }
     }
     let finished: Vec<SweepRun> =
@@ -382,8 +401,15 @@ fn summary_row(dir: &Path, r: &SweepRun) -> Result<SummaryRow> {
         embedding_model: m["embedding_model"].as_str().unwrap_or_default().to_string(),
         column: r.config.labels.column.clone(),
         labels: m.pointer("/test/labels").and_then(|v| v.as_array()).map_or(0, Vec::len),
-        loss: r.config.loss.to_string(),
-        hidden: r.config.hidden,
+        classifier: r.config.model.to_string(),
+        loss: match r.config.model {
+            ModelKind::Mlp => r.config.loss.to_string(),
+            ModelKind::Linear => "logistic".into(),
+        },
+        hidden: match r.config.model {
+            ModelKind::Mlp => r.config.hidden,
+            ModelKind::Linear => 0,
+        },
         test_images: f("/test/images").unwrap_or(0.0) as usize,
         micro_precision: f("/test/micro/at_f1/precision").unwrap_or(0.0),
         micro_recall: f("/test/micro/at_f1/recall").unwrap_or(0.0),
@@ -409,18 +435,19 @@ fn opt(v: Option<f64>) -> String {
 fn write_summary(out: &Path, runs: &[SweepRun], rows: &[SummaryRow]) -> Result<()> {
     use feature_cache::atomic::write_atomic;
     let mut csv = String::from(
-        "run,embedding_model,column,labels,loss,hidden,test_images,micro_precision,micro_recall,micro_f1,macro_precision,macro_recall,macro_f1,micro_roc_auc,macro_roc_auc,micro_pr_auc,macro_pr_auc,labels_per_image,true_labels_per_image,train_seconds,fused_with\n",
+        "run,embedding_model,column,labels,classifier,loss,hidden,test_images,micro_precision,micro_recall,micro_f1,macro_precision,macro_recall,macro_f1,micro_roc_auc,macro_roc_auc,micro_pr_auc,macro_pr_auc,labels_per_image,true_labels_per_image,train_seconds,fused_with\n",
     );
     let mut jsonl = String::new();
     let mut md = String::from("| run | model | labels | micro P | micro R | micro F1 | macro F1 | micro ROC AUC | macro ROC AUC | macro PR AUC | labels/img (true) | train s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{:.4},{:.4},{:.2},{}",
+            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{},{},{},{:.4},{:.4},{:.2},{}",
             r.run,
             r.embedding_model,
             r.column,
             r.labels,
+            r.classifier,
             r.loss,
             r.hidden,
             r.test_images,

@@ -16,7 +16,7 @@ use crate::error::{Result, TrainError};
 use crate::evaluate::{evaluate, Evaluation, Thresholds};
 use crate::labels::LabelSpace;
 use crate::metrics::{average_precision, column, roc};
-use crate::model::{Adam, Head, HeadShape, HeadStack, LossKind, LossWeights};
+use crate::model::{Adam, Classifier, HeadShape, HeadStack, LossKind, LossWeights};
 use crate::rng::Rng;
 
 /// One label configuration to train.
@@ -76,8 +76,8 @@ pub struct EpochLog {
 pub struct TrainedHead {
     /// Run name.
     pub name: String,
-    /// The head at its best epoch.
-    pub head: Head,
+    /// The classifier (an MLP head at its best epoch, or a linear probe).
+    pub head: Classifier,
     /// Label names in output order.
     pub labels: Vec<String>,
     /// Training-split counts per label.
@@ -105,7 +105,7 @@ pub struct TrainedHead {
 }
 
 /// Rows of a split kept by a head, as (feature row, label-table row).
-fn split_rows(joined: &Joined, split: Split, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, usize)> {
+pub(crate) fn split_rows(joined: &Joined, split: Split, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, usize)> {
     joined.rows.iter().filter(|r| r.2 == split && keep(r.1)).map(|r| (r.0, r.1)).collect()
 }
 
@@ -266,53 +266,95 @@ pub fn train_fused(
     }
 
     // thresholds on validation, metrics on test, with each head's best epoch
-    let val_probs = predict_stack(&best, features, &val_union);
     let seconds = start.elapsed().as_secs_f64();
-    let mut out = Vec::with_capacity(jobs.len());
-    for (k, job) in jobs.iter().enumerate() {
-        let m = job.labels.len();
-        let head = best.head(k);
-        let vp: Vec<f32> =
-            val_pos[k].iter().flat_map(|&i| val_probs[k][i * m..(i + 1) * m].iter().copied()).collect();
-        let thresholds = if val[k].is_empty() {
-            Thresholds { f1: vec![0.5; m], precision: vec![None; m], min_precision: settings.min_precision }
-        } else {
-            Thresholds::tune(&vp, &val_y[k], m, settings.min_precision)
-        };
-        let test_rows = split_rows(joined, Split::Test, &kept(k));
-        let mut test_probs = Vec::with_capacity(test_rows.len() * m);
-        for chunk in test_rows.chunks(4096) {
+    Ok(jobs
+        .iter()
+        .enumerate()
+        .map(|(k, job)| {
+            let fitted = Fitted {
+                classifier: Classifier::Mlp(best.head(k)),
+                history: std::mem::take(&mut history[k]),
+                best_epoch: best_epoch[k],
+                train_rows: plan.iter().filter(|r| job.labels.targets[r.1].is_some()).count(),
+                seconds,
+            };
+            finish_head(features, joined, job, fitted, settings)
+        })
+        .collect())
+}
+
+/// A classifier fitted for one job, before evaluation.
+pub(crate) struct Fitted {
+    /// The classifier.
+    pub classifier: Classifier,
+    /// Per-epoch log (empty for the linear probe).
+    pub history: Vec<EpochLog>,
+    /// Best epoch (0 for the linear probe).
+    pub best_epoch: usize,
+    /// Training rows used.
+    pub train_rows: usize,
+    /// Wall-clock seconds of its training.
+    pub seconds: f64,
+}
+
+/// Tunes thresholds on validation and evaluates on test: the same for every kind of classifier.
+pub(crate) fn finish_head(
+    features: &Features,
+    joined: &Joined,
+    job: &HeadJob,
+    fitted: Fitted,
+    settings: &TrainSettings,
+) -> TrainedHead {
+    let m = job.labels.len();
+    let kept = |tr: usize| job.labels.targets[tr].is_some();
+    let probs_of = |rows: &[(usize, usize)]| {
+        let mut probs = Vec::with_capacity(rows.len() * m);
+        let mut x = Vec::new();
+        for chunk in rows.chunks(4096) {
             let idx: Vec<usize> = chunk.iter().map(|r| r.0).collect();
             features.gather(&idx, &mut x);
-            test_probs.extend(head.predict(&x, idx.len()));
+            probs.extend(fitted.classifier.predict(&x, idx.len()));
         }
-        let test_targets = dense_targets(&job.labels, &test_rows);
-        let test = evaluate(
-            "test",
-            &job.labels.names,
-            &job.labels.train_counts,
-            &test_probs,
-            &test_targets,
-            &thresholds,
-        );
-        out.push(TrainedHead {
-            name: job.name.clone(),
-            head,
-            labels: job.labels.names.clone(),
-            train_counts: job.labels.train_counts.clone(),
-            loss: job.loss,
-            best_epoch: best_epoch[k],
-            history: std::mem::take(&mut history[k]),
-            thresholds,
-            test,
-            test_ids: test_rows.iter().map(|r| features.ids[r.0].clone()).collect(),
-            test_probs,
-            test_targets,
-            train_rows: plan.iter().filter(|r| job.labels.targets[r.1].is_some()).count(),
-            seconds,
-        });
+        probs
+    };
+    let val_rows = split_rows(joined, Split::Val, &kept);
+    let thresholds = if val_rows.is_empty() {
+        Thresholds { f1: vec![0.5; m], precision: vec![None; m], min_precision: settings.min_precision }
+    } else {
+        Thresholds::tune(
+            &probs_of(&val_rows),
+            &dense_targets(&job.labels, &val_rows),
+            m,
+            settings.min_precision,
+        )
+    };
+    let test_rows = split_rows(joined, Split::Test, &kept);
+    let test_probs = probs_of(&test_rows);
+    let test_targets = dense_targets(&job.labels, &test_rows);
+    let test = evaluate(
+        "test",
+        &job.labels.names,
+        &job.labels.train_counts,
+        &test_probs,
+        &test_targets,
+        &thresholds,
+    );
+    TrainedHead {
+        name: job.name.clone(),
+        head: fitted.classifier,
+        labels: job.labels.names.clone(),
+        train_counts: job.labels.train_counts.clone(),
+        loss: job.loss,
+        best_epoch: fitted.best_epoch,
+        history: fitted.history,
+        thresholds,
+        test,
+        test_ids: test_rows.iter().map(|r| features.ids[r.0].clone()).collect(),
+        test_probs,
+        test_targets,
+        train_rows: fitted.train_rows,
+        seconds: fitted.seconds,
     }
-    Ok(out)
 }
 
 /// Macro PR AUC, macro ROC AUC and mean loss of validation predictions.

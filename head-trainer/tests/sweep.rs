@@ -97,6 +97,48 @@ hidden = [16, 32]
 }
 
 #[test]
+fn linear_probe_runs_beside_fused_heads_in_a_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    std::fs::write(
+        tmp.path().join("sweep.toml"),
+        r#"
+embeddings = "cache"
+labels = "labels.csv"
+[defaults]
+train = { epochs = 3 }
+labels = { empty = "negative" }
+[grid]
+column = ["tags"]
+model = ["mlp", "linear"]
+hidden = [16, 32]
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("sweep");
+    let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, &quiet(), &|_| {}).unwrap();
+    assert_eq!(outcome.trained.len(), 4);
+    for r in &outcome.rows {
+        let linear = r.classifier == "linear";
+        assert_eq!(r.run.contains("-linear-"), linear, "{}", r.run);
+        // the two MLPs are fused; each probe is fitted alone
+        assert_eq!(r.fused_with, if linear { 1 } else { 2 }, "{}", r.run);
+        assert_eq!(r.loss == "logistic", linear);
+        assert_eq!(r.hidden == 0, linear);
+        // the planted signal is linear: the probe recovers it almost exactly
+        let floor = if linear { 0.99 } else { 0.55 };
+        assert!(r.macro_roc_auc.unwrap() > floor, "{}: {:?}", r.run, r.macro_roc_auc);
+    }
+    // the probe has no hidden layer: both hidden sizes give the same model
+    let w = |name: &str| std::fs::read(out.join(name).join("head.safetensors")).unwrap();
+    assert_eq!(w("tags-all-linear-h16"), w("tags-all-linear-h32"));
+    assert_ne!(w("tags-all-mlp-h16"), w("tags-all-mlp-h32"));
+    assert!(std::fs::read_to_string(out.join("summary.csv"))
+        .unwrap()
+        .starts_with("run,embedding_model,column,labels,classifier,"));
+}
+
+#[test]
 fn bad_sweep_files_name_key_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());

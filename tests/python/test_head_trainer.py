@@ -146,3 +146,42 @@ def test_unknown_label_lists_close_matches(dataset, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "unknown label `topc02` in column `topics`; did you mean: topic02" in proc.stderr
+
+
+def test_linear_probe_equals_sklearn_logistic_regression(dataset, tmp_path):
+    """The linear probe is scikit-learn's LogisticRegression(C = 1/alpha) on the same training rows,
+    one per label; `predict` applies it the same way; its metrics go through the same evaluation."""
+    out = tmp_path / "probe"
+    metrics = train(dataset / "cache", dataset / "labels_split.parquet", out, "--column", "topics", "--empty",
+                    "negative", "--model", "linear", "--probe-alpha", "2", "--probe-max-iterations", "500")
+    info = json.loads((out / "head.json").read_text())
+    assert info["model"] == "linear" and info["shape"]["hidden"] == 0
+    labels = info["labels"]
+    cache = pq.read_table(dataset / "cache")
+    ids = cache.column("id").to_pylist()
+    X = np.asarray(cache.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                   np.float64).reshape(len(ids), -1)
+    rows = {r["id"]: r for r in pq.read_table(dataset / "labels_split.parquet").to_pylist()}
+    train_mask = np.array([rows[i]["split"] == "train" for i in ids])
+    pred = pq.read_table(out / "predictions.parquet").to_pydict()
+    index = {i: k for k, i in enumerate(ids)}
+    test_idx = [index[i] for i in pred["id"]]
+    from sklearn.linear_model import LogisticRegression
+    for label in labels:
+        y = np.array([label in rows[i]["topics"] for i in ids])
+        lr = LogisticRegression(C=0.5, tol=1e-10, max_iter=10000).fit(X[train_mask], y[train_mask])
+        expected = lr.predict_proba(X[test_idx])[:, 1]
+        got = np.asarray(pred[f"p:{label}"])
+        assert np.abs(got - expected).max() < 5e-3, label
+        assert np.abs(got - expected).mean() < 5e-4, label
+    assert metrics["best_epoch"] == 0 and metrics["history"] == []
+    assert metrics["test"]["macro_"]["roc_auc"] > 0.6
+    assert not (out / "training.png").exists() and (out / "roc.png").exists()
+    assert "linear probe (linfa logistic regression" in (out / "report.md").read_text()
+    # predict reloads the probe from head.safetensors (tensors w, b)
+    p = tmp_path / "p.parquet"
+    proc = subprocess.run([str(release_binary("head-trainer")), "predict", "--head", str(out), "--embeddings",
+                           str(dataset / "cache"), "--out", str(p)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    full = dict(zip(*pq.read_table(p).select(["id", f"p:{labels[0]}"]).to_pydict().values()))
+    np.testing.assert_allclose([full[i] for i in pred["id"]], pred[f"p:{labels[0]}"], atol=1e-6)
