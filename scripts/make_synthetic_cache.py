@@ -65,7 +65,9 @@ def main() -> None:
     )
     ids_all, labels_all = [], []
     tmp = cache / ".emb-synthetic-000000.parquet.tmp"
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+    # as the extractor writes them: values byte-stream-split, no dictionary
+    with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=["id"],
+                          use_byte_stream_split=["embedding.list.element"]) as w:
         for start in range(0, args.n, args.chunk):
             n = min(args.chunk, args.n - start)
             y = rng.random((n, m)) < freq

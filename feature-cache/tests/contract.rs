@@ -147,6 +147,10 @@ i, j = 123, 5
 expected = ((i * 31 + j * 7) % 97) / 13.0 - 3.0
 assert abs(emb[i, j] - expected) < 2e-3, (emb[i, j], expected)
 assert t.column("id")[i].as_py() == "img00123"
+# values stored byte-stream-split without a dictionary (what makes them fast to read)
+col = pq.ParquetFile(sys.argv[1]).metadata.row_group(0).column(1)
+assert col.path_in_schema == "embedding.list.item", col.path_in_schema
+assert "BYTE_STREAM_SPLIT" in col.encodings and not col.has_dictionary_page, col.encodings
 print("ok", emb.shape, str(flat.dtype))
 "#;
     let out = Command::new(python())

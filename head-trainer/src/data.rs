@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 
-use feature_cache::{CacheMetadata, EmbeddingCache, EmbeddingDtype, LabelTable, Split, SplitSpec};
+use feature_cache::{
+    CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingValues, LabelTable, RowGroupRef, Split, SplitSpec,
+};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
+use crate::rng::Rng;
 
 /// Embedding values in memory, row-major; f16 caches stay f16 (half the memory) and rows are
 /// widened to f32 only when a batch is gathered.
@@ -19,41 +22,156 @@ pub enum FeatureStore {
     F32(Vec<f32>),
 }
 
-/// All embeddings of a cache.
+impl FeatureStore {
+    /// An empty store of the cache's precision with room for `values` values.
+    fn with_capacity(dtype: EmbeddingDtype, values: usize) -> Self {
+        match dtype {
+            EmbeddingDtype::F16 => Self::F16(Vec::with_capacity(values)),
+            EmbeddingDtype::F32 => Self::F32(Vec::with_capacity(values)),
+        }
+    }
+
+    /// Appends rows as the cache stores them (a copy when the precisions agree).
+    fn extend(&mut self, values: EmbeddingValues<'_>) {
+        match (self, values) {
+            (Self::F16(v), EmbeddingValues::F16(x)) => v.extend_from_slice(x),
+            (Self::F32(v), EmbeddingValues::F32(x)) => v.extend_from_slice(x),
+            (Self::F16(v), EmbeddingValues::F32(x)) => {
+                let start = v.len();
+                v.resize(start + x.len(), f16::ZERO);
+                v[start..].convert_from_f32_slice(x);
+            }
+            (Self::F32(v), EmbeddingValues::F16(x)) => {
+                let start = v.len();
+                v.resize(start + x.len(), 0.0);
+                x.convert_to_f32_slice(&mut v[start..]);
+            }
+        }
+    }
+
+    /// Writes rows `rows` (of `dim` values) as f32 into `out` (`rows.len() x dim`).
+    fn gather(&self, dim: usize, rows: impl ExactSizeIterator<Item = usize>, out: &mut Vec<f32>) {
+        let d = dim;
+        out.resize(rows.len() * d, 0.0);
+        for (i, r) in rows.enumerate() {
+            let dst = &mut out[i * d..(i + 1) * d];
+            match self {
+                Self::F16(v) => v[r * d..(r + 1) * d].convert_to_f32_slice(dst),
+                Self::F32(v) => dst.copy_from_slice(&v[r * d..(r + 1) * d]),
+            }
+        }
+    }
+}
+
+/// Bytes one embedding value takes in memory.
+fn value_bytes(dtype: EmbeddingDtype) -> u64 {
+    match dtype {
+        EmbeddingDtype::F16 => 2,
+        EmbeddingDtype::F32 => 4,
+    }
+}
+
+/// A cache read row group by row group, holding at most `buffer_rows` rows at a time.
+#[derive(Debug, Clone)]
+struct Streamed {
+    cache: EmbeddingCache,
+    groups: Vec<RowGroupRef>,
+    buffer_rows: usize,
+}
+
+impl Streamed {
+    /// Index of the row group holding cache row `row`.
+    fn group_of(&self, row: usize) -> usize {
+        self.groups.partition_point(|g| g.first_row + g.rows <= row)
+    }
+
+    /// Reads row groups `groups` into one store; row `r` of group `groups[i]` lands at
+    /// `offsets[i] + r - first_row`.
+    fn read(
+        &self,
+        groups: &[usize],
+        dtype: EmbeddingDtype,
+        dim: usize,
+    ) -> Result<(FeatureStore, Vec<usize>)> {
+        let rows: usize = groups.iter().map(|&g| self.groups[g].rows).sum();
+        let mut store = FeatureStore::with_capacity(dtype, rows * dim);
+        let mut offsets = Vec::with_capacity(groups.len());
+        let mut at = 0;
+        for &g in groups {
+            let group = &self.groups[g];
+            let mut values = 0;
+            self.cache.for_each_raw_in_group(group, |v| {
+                values += v.len();
+                store.extend(v);
+                Ok(())
+            })?;
+            if values != group.rows * dim {
+                return Err(TrainError::Data(format!(
+                    "{}: row group {} of part {} has {} values, its footer says {} rows of {dim}",
+                    self.cache.root.display(),
+                    group.index,
+                    group.part,
+                    values,
+                    group.rows
+                )));
+            }
+            offsets.push(at);
+            at += group.rows;
+        }
+        Ok((store, offsets))
+    }
+}
+
+/// Where the embedding values are.
+#[derive(Debug, Clone)]
+enum Residency {
+    /// All of them in memory.
+    Resident(FeatureStore),
+    /// Read from the cache's row groups when needed.
+    Streamed(Streamed),
+}
+
+/// The embeddings of a cache: ids in memory, values in memory or streamed from row groups.
 #[derive(Debug, Clone)]
 pub struct Features {
     /// Image ids, one per row.
     pub ids: Vec<String>,
     /// Values per row.
     pub dim: usize,
-    /// The values.
-    pub store: FeatureStore,
     /// The cache's metadata (model identity).
     pub meta: CacheMetadata,
+    residency: Residency,
 }
 
 impl Features {
     /// Reads a whole cache into memory (refusing duplicate ids).
     pub fn load(cache: &EmbeddingCache) -> Result<Self> {
+        Self::open(cache, None)
+    }
+
+    /// Opens a cache: in memory when its values fit `memory_limit` bytes (or no limit is given),
+    /// otherwise streamed from its row groups with at most `memory_limit` bytes of values in
+    /// memory at a time (and never less than one row group). Duplicate ids are refused.
+    pub fn open(cache: &EmbeddingCache, memory_limit: Option<u64>) -> Result<Self> {
         let n = cache.rows();
         let dim = cache.meta.dim;
-        let mut ids = Vec::with_capacity(n);
-        let mut store = match cache.meta.dtype {
-            EmbeddingDtype::F16 => FeatureStore::F16(Vec::with_capacity(n * dim)),
-            EmbeddingDtype::F32 => FeatureStore::F32(Vec::with_capacity(n * dim)),
+        let row_bytes = dim as u64 * value_bytes(cache.meta.dtype);
+        let fits = memory_limit.is_none_or(|limit| n as u64 * row_bytes <= limit);
+        let (ids, residency) = if fits {
+            let mut ids = Vec::with_capacity(n);
+            let mut store = FeatureStore::with_capacity(cache.meta.dtype, n * dim);
+            cache.for_each_raw(|batch_ids, values| {
+                ids.extend(batch_ids);
+                store.extend(values);
+                Ok(())
+            })?;
+            (ids, Residency::Resident(store))
+        } else {
+            let limit = memory_limit.unwrap_or(u64::MAX);
+            let buffer_rows = (limit / row_bytes.max(1)) as usize;
+            let groups = cache.row_groups();
+            (cache.read_ids()?, Residency::Streamed(Streamed { cache: cache.clone(), groups, buffer_rows }))
         };
-        cache.for_each_batch(|batch| {
-            ids.extend(batch.ids);
-            match &mut store {
-                FeatureStore::F16(v) => {
-                    let start = v.len();
-                    v.resize(start + batch.values.len(), f16::ZERO);
-                    v[start..].convert_from_f32_slice(&batch.values);
-                }
-                FeatureStore::F32(v) => v.extend_from_slice(&batch.values),
-            }
-            Ok(())
-        })?;
         let mut seen = HashMap::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             if let Some(first) = seen.insert(id.as_str(), i) {
@@ -65,7 +183,7 @@ impl Features {
                 )));
             }
         }
-        Ok(Self { ids, dim, store, meta: cache.meta.clone() })
+        Ok(Self { ids, dim, meta: cache.meta.clone(), residency })
     }
 
     /// Number of rows.
@@ -78,17 +196,105 @@ impl Features {
         self.ids.is_empty()
     }
 
-    /// Writes rows `rows` as f32 into `out` (`rows.len() x dim`).
-    pub fn gather(&self, rows: &[usize], out: &mut Vec<f32>) {
-        let d = self.dim;
-        out.resize(rows.len() * d, 0.0);
-        for (i, &r) in rows.iter().enumerate() {
-            let dst = &mut out[i * d..(i + 1) * d];
-            match &self.store {
-                FeatureStore::F16(v) => v[r * d..(r + 1) * d].convert_to_f32_slice(dst),
-                FeatureStore::F32(v) => dst.copy_from_slice(&v[r * d..(r + 1) * d]),
+    /// Whether values are streamed from row groups rather than held in memory.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.residency, Residency::Streamed(_))
+    }
+
+    /// Calls `f(x, positions)` for the cache rows `rows`, at most `chunk` rows at a time: `x`
+    /// holds the rows `rows[p]` for `p` in `positions`, as f32. In memory the chunks follow
+    /// `rows`' order; streamed, they follow the row groups.
+    pub fn for_rows(
+        &self,
+        rows: &[usize],
+        chunk: usize,
+        mut f: impl FnMut(&[f32], &[usize]) -> Result<()>,
+    ) -> Result<()> {
+        let mut x = Vec::new();
+        match &self.residency {
+            Residency::Resident(store) => {
+                let positions: Vec<usize> = (0..rows.len()).collect();
+                for pos in positions.chunks(chunk.max(1)) {
+                    store.gather(self.dim, pos.iter().map(|&p| rows[p]), &mut x);
+                    f(&x, pos)?;
+                }
+            }
+            Residency::Streamed(s) => {
+                let mut by_group: Vec<Vec<usize>> = vec![Vec::new(); s.groups.len()];
+                for (p, &r) in rows.iter().enumerate() {
+                    by_group[s.group_of(r)].push(p);
+                }
+                for (g, positions) in by_group.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+                    let (store, _) = s.read(&[g], self.meta.dtype, self.dim)?;
+                    let first = s.groups[g].first_row;
+                    for pos in positions.chunks(chunk.max(1)) {
+                        store.gather(self.dim, pos.iter().map(|&p| rows[p] - first), &mut x);
+                        f(&x, pos)?;
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// One epoch over `plan` ((cache row, label-table row) pairs) in batches: calls
+    /// `f(x, batch)` with each batch's rows as f32. In memory the whole plan is shuffled with
+    /// `rng`; streamed, the row groups are shuffled and read into buffers of at most the memory
+    /// limit, and each buffer's rows are shuffled (a block shuffle: a different batch order from
+    /// the in-memory one, drawn from the same seed).
+    pub fn for_each_batch_of_epoch(
+        &self,
+        plan: &mut [(usize, usize)],
+        batch_size: usize,
+        rng: &mut Rng,
+        mut f: impl FnMut(&[f32], &[(usize, usize)]) -> Result<()>,
+    ) -> Result<()> {
+        let mut x = Vec::new();
+        match &self.residency {
+            Residency::Resident(store) => {
+                rng.shuffle(plan);
+                for batch in plan.chunks(batch_size.max(1)) {
+                    store.gather(self.dim, batch.iter().map(|r| r.0), &mut x);
+                    f(&x, batch)?;
+                }
+            }
+            Residency::Streamed(s) => {
+                let mut by_group: Vec<Vec<(usize, usize)>> = vec![Vec::new(); s.groups.len()];
+                for &r in plan.iter() {
+                    by_group[s.group_of(r.0)].push(r);
+                }
+                let mut order: Vec<usize> =
+                    (0..s.groups.len()).filter(|&g| !by_group[g].is_empty()).collect();
+                rng.shuffle(&mut order);
+                let mut next = 0;
+                while next < order.len() {
+                    // fill a buffer with the next row groups of the shuffled order
+                    let mut take = vec![order[next]];
+                    let mut rows = s.groups[order[next]].rows;
+                    next += 1;
+                    while next < order.len() && rows + s.groups[order[next]].rows <= s.buffer_rows {
+                        rows += s.groups[order[next]].rows;
+                        take.push(order[next]);
+                        next += 1;
+                    }
+                    let (store, offsets) = s.read(&take, self.meta.dtype, self.dim)?;
+                    let mut local: Vec<(usize, (usize, usize))> = Vec::new();
+                    for (&g, &offset) in take.iter().zip(&offsets) {
+                        let first = s.groups[g].first_row;
+                        local.extend(by_group[g].iter().map(|&r| (offset + r.0 - first, r)));
+                    }
+                    rng.shuffle(&mut local);
+                    let mut batch = Vec::with_capacity(batch_size);
+                    for chunk in local.chunks(batch_size.max(1)) {
+                        store.gather(self.dim, chunk.iter().map(|c| c.0), &mut x);
+                        batch.clear();
+                        batch.extend(chunk.iter().map(|c| c.1));
+                        f(&x, &batch)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

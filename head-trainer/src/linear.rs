@@ -54,19 +54,25 @@ pub fn train_linear(
         return Err(TrainError::Data("the training split is empty after label selection".into()));
     }
     let (n, d, m) = (train.len(), features.dim, job.labels.len());
+    if features.is_streamed() {
+        return Err(TrainError::Config(format!(
+            "the linear probe (linfa) needs its {n} x {d} training matrix in memory ({} MiB as f32), \
+             more than --memory-limit allows for the embeddings; raise the limit or use the MLP head",
+            (n * d * 4) >> 20
+        )));
+    }
     // column-major n x D: linfa's gradient is X^T·r, which ndarray computes as one contiguous dot
     // product per feature only in this layout
     let mut columns = vec![0f32; d * n];
-    let mut x = Vec::new();
-    for (c, chunk) in train.chunks(4096).enumerate() {
-        let rows: Vec<usize> = chunk.iter().map(|r| r.0).collect();
-        features.gather(&rows, &mut x);
-        for (i, row) in x.chunks_exact(d).enumerate() {
+    let rows: Vec<usize> = train.iter().map(|r| r.0).collect();
+    features.for_rows(&rows, 4096, |x, positions| {
+        for (row, &i) in x.chunks_exact(d).zip(positions) {
             for (k, &v) in row.iter().enumerate() {
-                columns[k * n + c * 4096 + i] = v;
+                columns[k * n + i] = v;
             }
         }
-    }
+        Ok(())
+    })?;
     let records = ArrayView2::from_shape((d, n), &columns)
         .map_err(|e| TrainError::Data(e.to_string()))?
         .reversed_axes();
@@ -96,7 +102,7 @@ pub fn train_linear(
         train_rows: n,
         seconds: start.elapsed().as_secs_f64(),
     };
-    Ok(finish_head(features, joined, job, fitted, settings))
+    finish_head(features, joined, job, fitted, settings)
 }
 
 fn label_error(job: &HeadJob, j: usize, e: linfa_logistic::error::Error) -> TrainError {

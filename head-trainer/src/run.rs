@@ -23,10 +23,16 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Loads a cache directory and a label table.
+    /// Loads a cache directory (whole, into memory) and a label table.
     pub fn load(embeddings: &Path, labels: &Path) -> Result<Self> {
+        Self::open(embeddings, labels, None)
+    }
+
+    /// Opens a cache directory and loads a label table; a cache whose embeddings take more than
+    /// `memory_limit` bytes is streamed from its row groups (see [`Features::open`]).
+    pub fn open(embeddings: &Path, labels: &Path, memory_limit: Option<u64>) -> Result<Self> {
         let cache = EmbeddingCache::open(embeddings)?;
-        Ok(Self { features: Features::load(&cache)?, table: LabelTable::load(labels)? })
+        Ok(Self { features: Features::open(&cache, memory_limit)?, table: LabelTable::load(labels)? })
     }
 }
 
@@ -108,14 +114,21 @@ pub fn predict(head_dir: &Path, embeddings: &Path, out: &Path) -> Result<usize> 
             info.embedding.model_identity()
         )));
     }
-    let features = Features::load(&cache)?;
-    let rows: Vec<usize> = (0..features.len()).collect();
-    let mut probs = Vec::with_capacity(rows.len() * head.shape().outputs);
-    let mut x = Vec::new();
-    for chunk in rows.chunks(4096) {
-        features.gather(chunk, &mut x);
-        probs.extend(head.predict(&x, chunk.len()));
-    }
-    write_predictions(out, &features.ids, &info.labels, &probs, None)?;
-    Ok(features.len())
+    // streamed part by part: `predict` never holds more than a row group of embeddings
+    let m = head.shape().outputs;
+    let (mut ids, mut probs) = (Vec::with_capacity(cache.rows()), Vec::with_capacity(cache.rows() * m));
+    let mut seen = std::collections::HashSet::with_capacity(cache.rows());
+    cache.for_each_batch(|batch| {
+        if let Some(dup) = batch.ids.iter().find(|id| !seen.insert((*id).clone())) {
+            return Err(feature_cache::CacheError::Invalid(format!(
+                "{}: duplicate id `{dup}`",
+                embeddings.display()
+            )));
+        }
+        probs.extend(head.predict(&batch.values, batch.len()));
+        ids.extend(batch.ids);
+        Ok(())
+    })?;
+    write_predictions(out, &ids, &info.labels, &probs, None)?;
+    Ok(ids.len())
 }

@@ -320,6 +320,7 @@ pub fn run_sweep(
     out: &Path,
     max_fused: usize,
     shard: Option<(usize, usize)>,
+    memory_limit: Option<u64>,
     progress: &ProgressBar,
     log: &dyn Fn(&str),
 ) -> Result<SweepOutcome> {
@@ -339,7 +340,7 @@ pub fn run_sweep(
     for group in groups.values() {
         let embeddings = &group[0].embeddings;
         log(&format!("loading {} ({} runs to train on it)", embeddings.display(), group.len()));
-        let inputs = Inputs::load(embeddings, &labels_path)?;
+        let inputs = Inputs::open(embeddings, &labels_path, memory_limit)?;
         // the group key includes the split, so one join serves every chunk of the group
         let joined = Joined::new(&inputs.features, &inputs.table, &group[0].config.split)?;
         let (mlp, linear): (Vec<&SweepRun>, Vec<&SweepRun>) =

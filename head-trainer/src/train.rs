@@ -122,19 +122,37 @@ fn dense_targets(labels: &LabelSpace, rows: &[(usize, usize)]) -> Vec<bool> {
 }
 
 /// Probabilities of every head of `stack` on `rows` (feature rows), in chunks.
-fn predict_stack(stack: &HeadStack, features: &Features, rows: &[usize]) -> Vec<Vec<f32>> {
-    let mut out: Vec<Vec<f32>> =
-        stack.shapes.iter().map(|s| Vec::with_capacity(rows.len() * s.outputs)).collect();
-    let (mut x, mut hidden) = (Vec::new(), Vec::new());
+fn predict_stack(stack: &HeadStack, features: &Features, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+    let mut out: Vec<Vec<f32>> = stack.shapes.iter().map(|s| vec![0.0; rows.len() * s.outputs]).collect();
+    let mut hidden = Vec::new();
     let mut logits: Vec<Vec<f32>> = vec![Vec::new(); stack.len()];
-    for chunk in rows.chunks(4096) {
-        features.gather(chunk, &mut x);
-        stack.forward(&x, chunk.len(), &mut hidden, &mut logits);
-        for (o, l) in out.iter_mut().zip(&logits) {
-            o.extend(l.iter().map(|&z| crate::model::sigmoid(z)));
+    features.for_rows(rows, 4096, |x, positions| {
+        stack.forward(x, positions.len(), &mut hidden, &mut logits);
+        for ((o, l), s) in out.iter_mut().zip(&logits).zip(&stack.shapes) {
+            let m = s.outputs;
+            for (i, &p) in positions.iter().enumerate() {
+                for (dst, &z) in o[p * m..(p + 1) * m].iter_mut().zip(&l[i * m..(i + 1) * m]) {
+                    *dst = crate::model::sigmoid(z);
+                }
+            }
         }
-    }
-    out
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Probabilities of one classifier on `rows` (feature rows), row-major `rows.len() x m`.
+pub(crate) fn predict_rows(classifier: &Classifier, features: &Features, rows: &[usize]) -> Result<Vec<f32>> {
+    let m = classifier.shape().outputs;
+    let mut out = vec![0f32; rows.len() * m];
+    features.for_rows(rows, 4096, |x, positions| {
+        let p = classifier.predict(x, positions.len());
+        for (i, &pos) in positions.iter().enumerate() {
+            out[pos * m..(pos + 1) * m].copy_from_slice(&p[i * m..(i + 1) * m]);
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Trains `jobs` fused on one batch plan and evaluates each on test.
@@ -192,20 +210,15 @@ pub fn train_fused(
     progress.set_length((settings.epochs * batches_per_epoch) as u64);
     let mut rng = Rng::new(settings.seed);
     let mut history: Vec<Vec<EpochLog>> = vec![Vec::new(); jobs.len()];
-    let (mut x, mut hidden, mut dhidden) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut hidden, mut dhidden) = (Vec::new(), Vec::new());
     let mut logits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
     let mut dlogits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
-    let mut rows: Vec<usize> = Vec::with_capacity(settings.batch_size);
 
     for epoch in 1..=settings.epochs {
-        rng.shuffle(&mut plan);
         let mut loss_sum = vec![0f64; jobs.len()];
         let mut loss_batches = vec![0usize; jobs.len()];
-        for batch in plan.chunks(settings.batch_size) {
-            rows.clear();
-            rows.extend(batch.iter().map(|r| r.0));
-            features.gather(&rows, &mut x);
-            stack.forward(&x, batch.len(), &mut hidden, &mut logits);
+        features.for_each_batch_of_epoch(&mut plan, settings.batch_size, &mut rng, |x, batch| {
+            stack.forward(x, batch.len(), &mut hidden, &mut logits);
             for (k, job) in jobs.iter().enumerate() {
                 let m = job.labels.len();
                 let dz = &mut dlogits[k];
@@ -232,12 +245,13 @@ pub fn train_fused(
                 loss_sum[k] += loss * f64::from(norm);
                 loss_batches[k] += 1;
             }
-            stack.backward(&x, batch.len(), &hidden, &dlogits, &mut dhidden, &mut grad);
+            stack.backward(x, batch.len(), &hidden, &dlogits, &mut dhidden, &mut grad);
             adam.step(&mut stack.params, &grad);
             progress.inc(1);
-        }
+            Ok(())
+        })?;
         // validation
-        let probs = predict_stack(&stack, features, &val_union);
+        let probs = predict_stack(&stack, features, &val_union)?;
         for (k, job) in jobs.iter().enumerate() {
             let m = job.labels.len();
             let p: Vec<f32> =
@@ -267,8 +281,7 @@ pub fn train_fused(
 
     // thresholds on validation, metrics on test, with each head's best epoch
     let seconds = start.elapsed().as_secs_f64();
-    Ok(jobs
-        .iter()
+    jobs.iter()
         .enumerate()
         .map(|(k, job)| {
             let fitted = Fitted {
@@ -280,7 +293,7 @@ pub fn train_fused(
             };
             finish_head(features, joined, job, fitted, settings)
         })
-        .collect())
+        .collect()
 }
 
 /// A classifier fitted for one job, before evaluation.
@@ -304,32 +317,26 @@ pub(crate) fn finish_head(
     job: &HeadJob,
     fitted: Fitted,
     settings: &TrainSettings,
-) -> TrainedHead {
+) -> Result<TrainedHead> {
     let m = job.labels.len();
     let kept = |tr: usize| job.labels.targets[tr].is_some();
     let probs_of = |rows: &[(usize, usize)]| {
-        let mut probs = Vec::with_capacity(rows.len() * m);
-        let mut x = Vec::new();
-        for chunk in rows.chunks(4096) {
-            let idx: Vec<usize> = chunk.iter().map(|r| r.0).collect();
-            features.gather(&idx, &mut x);
-            probs.extend(fitted.classifier.predict(&x, idx.len()));
-        }
-        probs
+        let idx: Vec<usize> = rows.iter().map(|r| r.0).collect();
+        predict_rows(&fitted.classifier, features, &idx)
     };
     let val_rows = split_rows(joined, Split::Val, &kept);
     let thresholds = if val_rows.is_empty() {
         Thresholds { f1: vec![0.5; m], precision: vec![None; m], min_precision: settings.min_precision }
     } else {
         Thresholds::tune(
-            &probs_of(&val_rows),
+            &probs_of(&val_rows)?,
             &dense_targets(&job.labels, &val_rows),
             m,
             settings.min_precision,
         )
     };
     let test_rows = split_rows(joined, Split::Test, &kept);
-    let test_probs = probs_of(&test_rows);
+    let test_probs = probs_of(&test_rows)?;
     let test_targets = dense_targets(&job.labels, &test_rows);
     let test = evaluate(
         "test",
@@ -339,7 +346,7 @@ pub(crate) fn finish_head(
         &test_targets,
         &thresholds,
     );
-    TrainedHead {
+    Ok(TrainedHead {
         name: job.name.clone(),
         head: fitted.classifier,
         labels: job.labels.names.clone(),
@@ -354,7 +361,7 @@ pub(crate) fn finish_head(
         test_targets,
         train_rows: fitted.train_rows,
         seconds: fitted.seconds,
-    }
+    })
 }
 
 /// Macro PR AUC, macro ROC AUC and mean loss of validation predictions.

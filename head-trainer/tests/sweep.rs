@@ -69,7 +69,7 @@ hidden = [16, 32]
     )
     .unwrap();
     let out = tmp.path().join("sweep");
-    let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, &quiet(), &|_| {}).unwrap();
+    let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, None, &quiet(), &|_| {}).unwrap();
     assert_eq!(outcome.trained.len(), 4);
     assert!(outcome.rows.iter().all(|r| r.fused_with == 4));
 
@@ -87,7 +87,7 @@ hidden = [16, 32]
     assert!(a > 0.8, "the planted signal is learnt ({a})");
 
     // resume: nothing left to train, summaries rewritten
-    let again = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, &quiet(), &|_| {}).unwrap();
+    let again = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, None, &quiet(), &|_| {}).unwrap();
     assert!(again.trained.is_empty() && again.skipped.len() == 4);
     for f in ["summary.md", "summary.csv", "summary.jsonl", "compare_auc.png", "compare_roc.svg"] {
         assert!(out.join(f).exists(), "{f}");
@@ -116,7 +116,7 @@ hidden = [16, 32]
     )
     .unwrap();
     let out = tmp.path().join("sweep");
-    let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, &quiet(), &|_| {}).unwrap();
+    let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, None, &quiet(), &|_| {}).unwrap();
     assert_eq!(outcome.trained.len(), 4);
     for r in &outcome.rows {
         let linear = r.classifier == "linear";
@@ -148,7 +148,8 @@ fn bad_sweep_files_name_key_and_line() {
         "embeddings = \"cache\"\nlabels = \"labels.csv\"\n[grid]\ncolumn = [\"tags\"]\ntopk = [3]\n",
     )
     .unwrap();
-    let err = run_sweep(&sweep, &tmp.path().join("o"), 16, None, &quiet(), &|_| {}).unwrap_err().to_string();
+    let err =
+        run_sweep(&sweep, &tmp.path().join("o"), 16, None, None, &quiet(), &|_| {}).unwrap_err().to_string();
     assert!(
         err.contains("bad.toml:5") && err.contains("unknown field `topk`") && err.contains("top_k"),
         "{err}"
@@ -159,7 +160,8 @@ fn bad_sweep_files_name_key_and_line() {
         "embeddings = \"cache\"\nlabels = \"labels.csv\"\n[grid]\ncolumn = [\"tags\"]\nloss = [\"hinge\"]\n",
     )
     .unwrap();
-    let err = run_sweep(&sweep, &tmp.path().join("o"), 16, None, &quiet(), &|_| {}).unwrap_err().to_string();
+    let err =
+        run_sweep(&sweep, &tmp.path().join("o"), 16, None, None, &quiet(), &|_| {}).unwrap_err().to_string();
     assert!(err.contains("bad.toml:5") && err.contains("hinge"), "{err}");
 
     std::fs::write(
@@ -167,7 +169,8 @@ fn bad_sweep_files_name_key_and_line() {
         "embeddings = \"cache\"\nlabels = \"labels.csv\"\n[[run]]\nname = \"x\"\ncolumn = \"tags\"\nlabels = [\"a\", \"bb\"]\n",
     )
     .unwrap();
-    let err = run_sweep(&sweep, &tmp.path().join("o"), 16, None, &quiet(), &|_| {}).unwrap_err().to_string();
+    let err =
+        run_sweep(&sweep, &tmp.path().join("o"), 16, None, None, &quiet(), &|_| {}).unwrap_err().to_string();
     assert!(
         err.contains("run `x`") && err.contains("unknown label `bb`") && err.contains("did you mean: b"),
         "{err}"
