@@ -81,10 +81,12 @@ impl LossWeights {
     /// Loss of one element and its derivative with respect to the logit.
     #[inline]
     pub fn loss_and_grad(&self, j: usize, z: f32, y: bool) -> (f32, f32) {
-        let p = sigmoid(z);
-        // log p and log(1 - p) computed stably from the logit
-        let log_p = -softplus(-z);
-        let log_q = -softplus(z);
+        // p, log p and log(1 - p) from one exp and one log1p, stably for any logit
+        let e = (-z.abs()).exp();
+        let l = e.ln_1p();
+        let p = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+        let log_p = -(l + (-z).max(0.0));
+        let log_q = -(l + z.max(0.0));
         match self.kind {
             LossKind::Focal => {
                 let g = FOCAL_GAMMA;
@@ -115,15 +117,6 @@ pub fn sigmoid(z: f32) -> f32 {
     } else {
         let e = z.exp();
         e / (1.0 + e)
-    }
-}
-
-#[inline]
-fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        x
-    } else {
-        x.max(0.0) + (-x.abs()).exp().ln_1p()
     }
 }
 
