@@ -528,6 +528,12 @@ pub fn gemm(
         assert!(b.len() > last(k, n, rsb, csb), "gemm: B too small");
     }
     assert!(c.len() > last(m, n, rsc, csc), "gemm: C too small");
+    if n > 2 * m {
+        // matrixmultiply splits its work along C's rows: a short, wide product (a batch times a
+        // fused first layer of many heads) runs ~30% faster as C^T = B^T A^T (measured,
+        // 128 x 1280 x 1024 on 2 threads: 96 -> 127 GFLOP/s); only the strides change
+        return gemm(n, k, m, b, csb, rsb, a, csa, rsa, c, csc, rsc, beta);
+    }
     // SAFETY: the asserts above keep every index sgemm touches inside the slices, and C does
     // not alias A or B (it is a distinct &mut).
     unsafe {
