@@ -15,7 +15,7 @@ use crate::rng::Rng;
 /// Embedding values in memory, row-major; f16 caches stay f16 (half the memory) and rows are
 /// widened to f32 only when a batch is gathered.
 #[derive(Debug, Clone)]
-pub enum FeatureStore {
+enum FeatureStore {
     /// Half precision.
     F16(Vec<f16>),
     /// Single precision.
