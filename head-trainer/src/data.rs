@@ -87,12 +87,8 @@ impl Streamed {
 
     /// Reads row groups `groups` into one store; row `r` of group `groups[i]` lands at
     /// `offsets[i] + r - first_row`.
-    fn read(
-        &self,
-        groups: &[usize],
-        dtype: EmbeddingDtype,
-        dim: usize,
-    ) -> Result<(FeatureStore, Vec<usize>)> {
+    fn read(&self, groups: &[usize]) -> Result<(FeatureStore, Vec<usize>)> {
+        let (dtype, dim) = (self.cache.meta.dtype, self.cache.meta.dim);
         let rows: usize = groups.iter().map(|&g| self.groups[g].rows).sum();
         let mut store = FeatureStore::with_capacity(dtype, rows * dim);
         let mut offsets = Vec::with_capacity(groups.len());
@@ -144,11 +140,6 @@ pub struct Features {
 }
 
 impl Features {
-    /// Reads a whole cache into memory (refusing duplicate ids).
-    pub fn load(cache: &EmbeddingCache) -> Result<Self> {
-        Self::open(cache, None)
-    }
-
     /// Opens a cache: in memory when its values fit `memory_limit` bytes (or no limit is given),
     /// otherwise streamed from its row groups with at most `memory_limit` bytes of values in
     /// memory at a time (and never less than one row group). Duplicate ids are refused.
@@ -172,17 +163,7 @@ impl Features {
             let groups = cache.row_groups();
             (cache.read_ids()?, Residency::Streamed(Streamed { cache: cache.clone(), groups, buffer_rows }))
         };
-        let mut seen = HashMap::with_capacity(ids.len());
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(first) = seen.insert(id.as_str(), i) {
-                return Err(TrainError::Data(format!(
-                    "{}: duplicate id `{id}` (rows {} and {})",
-                    cache.root.display(),
-                    first + 1,
-                    i + 1
-                )));
-            }
-        }
+        check_unique_ids(&cache.root, &ids)?;
         Ok(Self { ids, dim, meta: cache.meta.clone(), residency })
     }
 
@@ -225,7 +206,7 @@ impl Features {
                     by_group[s.group_of(r)].push(p);
                 }
                 for (g, positions) in by_group.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
-                    let (store, _) = s.read(&[g], self.meta.dtype, self.dim)?;
+                    let (store, _) = s.read(&[g])?;
                     let first = s.groups[g].first_row;
                     for pos in positions.chunks(chunk.max(1)) {
                         store.gather(self.dim, pos.iter().map(|&p| rows[p] - first), &mut x);
@@ -277,7 +258,7 @@ impl Features {
                         take.push(order[next]);
                         next += 1;
                     }
-                    let (store, offsets) = s.read(&take, self.meta.dtype, self.dim)?;
+                    let (store, offsets) = s.read(&take)?;
                     let mut local: Vec<(usize, (usize, usize))> = Vec::new();
                     for (&g, &offset) in take.iter().zip(&offsets) {
                         let first = s.groups[g].first_row;
@@ -296,6 +277,22 @@ impl Features {
         }
         Ok(())
     }
+}
+
+/// Refuses a cache (at `root`) whose `ids` repeat one, naming both rows.
+pub(crate) fn check_unique_ids(root: &std::path::Path, ids: &[String]) -> Result<()> {
+    let mut seen = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(first) = seen.insert(id.as_str(), i) {
+            return Err(TrainError::Data(format!(
+                "{}: duplicate id `{id}` (rows {} and {})",
+                root.display(),
+                first + 1,
+                i + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Counts of the join between a cache and a label table.

@@ -6,7 +6,7 @@ use feature_cache::{EmbeddingCache, LabelTable, Split};
 use indicatif::ProgressBar;
 
 use crate::config::RunConfig;
-use crate::data::{Features, Joined};
+use crate::data::{check_unique_ids, Features, Joined};
 use crate::error::{Result, TrainError};
 use crate::labels::LabelSpace;
 use crate::linear::train_linear;
@@ -117,18 +117,12 @@ pub fn predict(head_dir: &Path, embeddings: &Path, out: &Path) -> Result<usize> 
     // streamed part by part: `predict` never holds more than a row group of embeddings
     let m = head.shape().outputs;
     let (mut ids, mut probs) = (Vec::with_capacity(cache.rows()), Vec::with_capacity(cache.rows() * m));
-    let mut seen = std::collections::HashSet::with_capacity(cache.rows());
     cache.for_each_batch(|batch| {
-        if let Some(dup) = batch.ids.iter().find(|id| !seen.insert((*id).clone())) {
-            return Err(feature_cache::CacheError::Invalid(format!(
-                "{}: duplicate id `{dup}`",
-                embeddings.display()
-            )));
-        }
         probs.extend(head.predict(&batch.values, batch.len()));
         ids.extend(batch.ids);
         Ok(())
     })?;
+    check_unique_ids(embeddings, &ids)?;
     write_predictions(out, &ids, &info.labels, &probs, None)?;
     Ok(ids.len())
 }

@@ -397,20 +397,18 @@ fn summary_row(dir: &Path, r: &SweepRun) -> Result<SummaryRow> {
     // 1 for a run trained alone (or by `train`, or before fused.txt was written)
     let fused_with =
         std::fs::read_to_string(dir.join(FUSED_FILE)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1);
+    let (loss, hidden) = match r.config.model {
+        ModelKind::Mlp => (r.config.loss.to_string(), r.config.hidden),
+        ModelKind::Linear => ("logistic".to_string(), 0),
+    };
     Ok(SummaryRow {
         run: r.name.clone(),
         embedding_model: m["embedding_model"].as_str().unwrap_or_default().to_string(),
         column: r.config.labels.column.clone(),
         labels: m.pointer("/test/labels").and_then(|v| v.as_array()).map_or(0, Vec::len),
         classifier: r.config.model.to_string(),
-        loss: match r.config.model {
-            ModelKind::Mlp => r.config.loss.to_string(),
-            ModelKind::Linear => "logistic".into(),
-        },
-        hidden: match r.config.model {
-            ModelKind::Mlp => r.config.hidden,
-            ModelKind::Linear => 0,
-        },
+        loss,
+        hidden,
         test_images: f("/test/images").unwrap_or(0.0) as usize,
         micro_precision: f("/test/micro/at_f1/precision").unwrap_or(0.0),
         micro_recall: f("/test/micro/at_f1/recall").unwrap_or(0.0),

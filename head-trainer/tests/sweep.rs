@@ -45,6 +45,14 @@ fn dataset(dir: &Path) {
     std::fs::write(dir.join("labels.csv"), csv).unwrap();
 }
 
+/// `dir/sweep.toml` over the test dataset (3 epochs, empty label sets kept as negatives), with
+/// `axes` added to a grid over the `tags` column.
+fn write_sweep(dir: &Path, axes: &str) {
+    let head = "embeddings = \"cache\"\nlabels = \"labels.csv\"\n[defaults]\ntrain = { epochs = 3 }\n\
+                labels = { empty = \"negative\" }\n[grid]\ncolumn = [\"tags\"]\n";
+    std::fs::write(dir.join("sweep.toml"), format!("{head}{axes}\n")).unwrap();
+}
+
 fn quiet() -> ProgressBar {
     ProgressBar::hidden()
 }
@@ -53,21 +61,7 @@ fn quiet() -> ProgressBar {
 fn fused_sweep_equals_separate_training() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
-    std::fs::write(
-        tmp.path().join("sweep.toml"),
-        r#"
-embeddings = "cache"
-labels = "labels.csv"
-[defaults]
-train = { epochs = 3 }
-labels = { empty = "negative" }
-[grid]
-column = ["tags"]
-top_k = [3, 5]
-hidden = [16, 32]
-"#,
-    )
-    .unwrap();
+    write_sweep(tmp.path(), "top_k = [3, 5]\nhidden = [16, 32]");
     let out = tmp.path().join("sweep");
     let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, None, &quiet(), &|_| {}).unwrap();
     assert_eq!(outcome.trained.len(), 4);
@@ -100,21 +94,7 @@ hidden = [16, 32]
 fn linear_probe_runs_beside_fused_heads_in_a_sweep() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
-    std::fs::write(
-        tmp.path().join("sweep.toml"),
-        r#"
-embeddings = "cache"
-labels = "labels.csv"
-[defaults]
-train = { epochs = 3 }
-labels = { empty = "negative" }
-[grid]
-column = ["tags"]
-model = ["mlp", "linear"]
-hidden = [16, 32]
-"#,
-    )
-    .unwrap();
+    write_sweep(tmp.path(), "model = [\"mlp\", \"linear\"]\nhidden = [16, 32]");
     let out = tmp.path().join("sweep");
     let outcome = run_sweep(&tmp.path().join("sweep.toml"), &out, 16, None, None, &quiet(), &|_| {}).unwrap();
     assert_eq!(outcome.trained.len(), 4);
