@@ -49,18 +49,53 @@ impl FeatureStore {
         }
     }
 
-    /// Writes rows `rows` (of `dim` values) as f32 into `out` (`rows.len() x dim`).
+    /// Writes rows `rows` (of `dim` values) as f32 into `out` (`rows.len() x dim`), split over
+    /// the threads of the pool.
     fn gather(&self, dim: usize, rows: impl ExactSizeIterator<Item = usize>, out: &mut Vec<f32>) {
-        let d = dim;
-        out.resize(rows.len() * d, 0.0);
-        for (i, r) in rows.enumerate() {
-            let dst = &mut out[i * d..(i + 1) * d];
-            match self {
-                Self::F16(v) => v[r * d..(r + 1) * d].convert_to_f32_slice(dst),
-                Self::F32(v) => dst.copy_from_slice(&v[r * d..(r + 1) * d]),
-            }
+        use rayon::prelude::*;
+        let rows: Vec<usize> = rows.collect();
+        out.resize(rows.len() * dim, 0.0);
+        if dim == 0 {
+            return;
         }
+        let per_task = rows.len().div_ceil(rayon::current_num_threads()).max(32);
+        out.par_chunks_mut(per_task * dim).zip(rows.par_chunks(per_task)).for_each(|(out, rows)| {
+            for (dst, &r) in out.chunks_exact_mut(dim).zip(rows) {
+                match self {
+                    Self::F16(v) => widen(&v[r * dim..(r + 1) * dim], dst),
+                    Self::F32(v) => dst.copy_from_slice(&v[r * dim..(r + 1) * dim]),
+                }
+            }
+        });
     }
+}
+
+/// Writes `src` widened to f32 into `dst` (same length). With F16C, 8 values per instruction in
+/// one loop (the `half` crate calls a function per 8 values, which made gathering a batch
+/// cost a sixth of a training step).
+fn widen(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has F16C and AVX (checked just above).
+        return unsafe { widen_f16c(src, dst) };
+    }
+    src.convert_to_f32_slice(dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let whole = src.len() / 8 * 8;
+    for (s, d) in src[..whole].chunks_exact(8).zip(dst[..whole].chunks_exact_mut(8)) {
+        // SAFETY: `s` holds 8 f16 (16 bytes) and `d` 8 f32 (32 bytes); both unaligned loads
+        // and stores are allowed.
+        unsafe {
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast::<__m128i>())))
+        };
+    }
+    src[whole..].convert_to_f32_slice(&mut dst[whole..]);
 }
 
 /// Bytes one embedding value takes in memory.

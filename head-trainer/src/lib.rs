@@ -20,6 +20,7 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod step;
 pub mod sweep;
 pub mod train;
 

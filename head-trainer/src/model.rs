@@ -1,10 +1,12 @@
 //! The topic head — Dense(H, ReLU) + Dense(M, sigmoid) — for one or many label configurations
 //! at once.
 //!
-//! A [`HeadStack`] holds K heads over the same embeddings. Their first layers are stored side by
-//! side as one `D x (H_1 + … + H_K)` matrix, so one wide GEMM serves every head on each batch
-//! (forward and weight gradient); the second layers are separate `H_k x M_k` matrices. A single
-//! `train` run is a stack of one. All parameters live in one flat vector so Adam is one loop.
+//! A [`HeadStack`] holds K heads over the same embeddings. Their first layers are stored as one
+//! `(H_1 + … + H_K) x D` matrix (W1 transposed: one row per hidden unit), so one wide GEMM serves
+//! every head on each batch, and a block of hidden units — what one thread of a training step
+//! owns, see [`crate::step`] — is one contiguous block of rows. The second layers are separate
+//! `H_k x M_k` matrices. A single `train` run is a stack of one. All parameters live in one flat
+//! vector.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +142,7 @@ pub struct HeadStack {
     pub offsets: Vec<usize>,
     /// Total hidden units (width of the fused first layer).
     pub hidden_total: usize,
-    /// All parameters: W1 (D x Htot), b1 (Htot), then per head W2_k (H_k x M_k), b2_k (M_k).
+    /// All parameters: W1ᵀ (Htot x D), b1 (Htot), then per head W2_k (H_k x M_k), b2_k (M_k).
     pub params: Vec<f32>,
     w2_offsets: Vec<usize>,
 }
@@ -167,9 +169,10 @@ impl HeadStack {
         for (k, (s, &seed)) in shapes.iter().zip(seeds).enumerate() {
             let mut rng = Rng::new(seed);
             let l1 = (6.0 / (dim + s.hidden) as f32).sqrt();
+            // drawn in W1's row-major order (embedding dimension, then hidden unit)
             for r in 0..dim {
                 for h in 0..s.hidden {
-                    stack.params[r * hidden_total + stack.offsets[k] + h] = rng.uniform(-l1, l1);
+                    stack.params[(stack.offsets[k] + h) * dim + r] = rng.uniform(-l1, l1);
                 }
             }
             let l2 = (6.0 / (s.hidden + s.outputs) as f32).sqrt();
@@ -191,7 +194,8 @@ impl HeadStack {
         self.shapes.is_empty()
     }
 
-    /// Range of the fused first-layer weights.
+    /// Range of the fused first-layer weights, W1ᵀ: `Htot x D`, row `h` the weights of hidden
+    /// unit `h`.
     pub fn w1_range(&self) -> std::ops::Range<usize> {
         0..self.dim * self.hidden_total
     }
@@ -217,10 +221,10 @@ impl HeadStack {
     /// Head k as a standalone head (its block of the first layer and its second layer).
     pub fn head(&self, k: usize) -> Head {
         let s = self.shapes[k];
+        let w1t = &self.params[self.offsets[k] * self.dim..(self.offsets[k] + s.hidden) * self.dim];
         let mut w1 = Vec::with_capacity(self.dim * s.hidden);
         for r in 0..self.dim {
-            let row = r * self.hidden_total + self.offsets[k];
-            w1.extend_from_slice(&self.params[row..row + s.hidden]);
+            w1.extend((0..s.hidden).map(|h| w1t[h * self.dim + r]));
         }
         let b1 = self.b1_range().start + self.offsets[k];
         Head {
@@ -237,10 +241,8 @@ impl HeadStack {
     /// epoch of each head is kept.
     pub fn copy_head_from(&mut self, other: &HeadStack, k: usize) {
         let h = self.shapes[k].hidden;
-        for r in 0..self.dim {
-            let row = r * self.hidden_total + self.offsets[k];
-            self.params[row..row + h].copy_from_slice(&other.params[row..row + h]);
-        }
+        let w1t = self.offsets[k] * self.dim..(self.offsets[k] + h) * self.dim;
+        self.params[w1t.clone()].copy_from_slice(&other.params[w1t]);
         let b1 = self.b1_range().start + self.offsets[k];
         self.params[b1..b1 + h].copy_from_slice(&other.params[b1..b1 + h]);
         let (w2, b2) = (self.w2_range(k), self.b2_range(k));
@@ -256,7 +258,7 @@ impl HeadStack {
         for row in hidden.chunks_exact_mut(ht) {
             row.copy_from_slice(b1);
         }
-        gemm(b, d, ht, x, d, 1, &self.params[self.w1_range()], ht, 1, hidden, ht, 1, 1.0);
+        gemm(b, d, ht, x, d, 1, &self.params[self.w1_range()], 1, d, hidden, ht, 1, 1.0);
         for v in hidden.iter_mut() {
             *v = v.max(0.0);
         }
@@ -283,82 +285,6 @@ impl HeadStack {
                 1,
                 1.0,
             );
-        }
-    }
-
-    /// Gradient of the loss with respect to all parameters, given the batch `x`, the forward
-    /// pass's `hidden`, and `dlogits[k]` (B x M_k, already scaled by the loss normalisation).
-    /// `dhidden` is scratch space.
-    pub fn backward(
-        &self,
-        x: &[f32],
-        b: usize,
-        hidden: &[f32],
-        dlogits: &[Vec<f32>],
-        dhidden: &mut Vec<f32>,
-        grad: &mut [f32],
-    ) {
-        let (d, ht) = (self.dim, self.hidden_total);
-        dhidden.clear();
-        dhidden.resize(b * ht, 0.0);
-        for (k, s) in self.shapes.iter().enumerate() {
-            let dz = &dlogits[k];
-            let (w2r, b2r) = (self.w2_range(k), self.b2_range(k));
-            // dW2_k = H_k^T dZ_k
-            gemm(
-                s.hidden,
-                b,
-                s.outputs,
-                &hidden[self.offsets[k]..],
-                1,
-                ht,
-                dz,
-                s.outputs,
-                1,
-                &mut grad[w2r.clone()],
-                s.outputs,
-                1,
-                0.0,
-            );
-            let db2 = &mut grad[b2r];
-            db2.fill(0.0);
-            for row in dz.chunks_exact(s.outputs) {
-                for (g, v) in db2.iter_mut().zip(row) {
-                    *g += v;
-                }
-            }
-            // dH_k = dZ_k W2_k^T
-            let w2 = &self.params[w2r];
-            gemm(
-                b,
-                s.outputs,
-                s.hidden,
-                dz,
-                s.outputs,
-                1,
-                w2,
-                1,
-                s.outputs,
-                &mut dhidden[self.offsets[k]..],
-                ht,
-                1,
-                0.0,
-            );
-        }
-        for (g, h) in dhidden.iter_mut().zip(hidden) {
-            if *h <= 0.0 {
-                *g = 0.0;
-            }
-        }
-        // dW1 = X^T dA: one wide GEMM for every head
-        let w1r = self.w1_range();
-        gemm(d, b, ht, x, 1, d, dhidden, ht, 1, &mut grad[w1r], ht, 1, 0.0);
-        let db1 = &mut grad[self.b1_range()];
-        db1.fill(0.0);
-        for row in dhidden.chunks_exact(ht) {
-            for (g, v) in db1.iter_mut().zip(row) {
-                *g += v;
-            }
         }
     }
 }
@@ -502,9 +428,40 @@ impl Classifier {
     }
 }
 
-/// `C = A·B + beta·C` on strided row-major views (matrixmultiply's sgemm, bounds checked).
+/// `C = A·B + beta·C` on strided views (element (i, j) of A at `i·rsa + j·csa`), on every core
+/// of the current rayon pool where the product is large enough (the `gemm` crate's kernels).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+    beta: f32,
+) {
+    gemm_with(Threads::Pool, m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc, beta)
+}
+
+/// Where a [`gemm_with`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// On the calling thread only (what each thread of a training step uses).
+    Caller,
+    /// Split over the current rayon pool when the product is large enough.
+    Pool,
+}
+
+/// [`gemm`] on the given threads.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    threads: Threads,
     m: usize,
     k: usize,
     n: usize,
@@ -528,30 +485,34 @@ pub fn gemm(
         assert!(b.len() > last(k, n, rsb, csb), "gemm: B too small");
     }
     assert!(c.len() > last(m, n, rsc, csc), "gemm: C too small");
-    if n > 2 * m {
-        // matrixmultiply splits its work along C's rows: a short, wide product (a batch times a
-        // fused first layer of many heads) runs ~30% faster as C^T = B^T A^T (measured,
-        // 128 x 1280 x 1024 on 2 threads: 96 -> 127 GFLOP/s); only the strides change
-        return gemm(n, k, m, b, csb, rsb, a, csa, rsa, c, csc, rsc, beta);
-    }
-    // SAFETY: the asserts above keep every index sgemm touches inside the slices, and C does
-    // not alias A or B (it is a distinct &mut).
+    let parallelism = match threads {
+        Threads::Caller => gemm::Parallelism::None,
+        Threads::Pool => gemm::Parallelism::Rayon(0),
+    };
+    // SAFETY: the asserts above keep every index the kernel touches inside the slices, and C
+    // does not alias A or B (it is a distinct &mut). The crate computes
+    // dst = alpha·dst + beta·lhs·rhs and reads dst only when asked to.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
+            k,
             c.as_mut_ptr(),
-            rsc as isize,
             csc as isize,
+            rsc as isize,
+            beta != 0.0,
+            a.as_ptr(),
+            csa as isize,
+            rsa as isize,
+            b.as_ptr(),
+            csb as isize,
+            rsb as isize,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
@@ -579,20 +540,36 @@ impl Adam {
         Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
     }
 
-    /// One update of `params` with `grad`: elementwise, so it runs on every core in chunks and
-    /// gives the same bits whatever the thread count.
-    pub fn step(&mut self, params: &mut [f32], grad: &[f32]) {
-        use rayon::prelude::*;
+    /// Starts the next update: advances the step count and returns its coefficients, to be
+    /// applied with [`AdamStep::update`] to every parameter and its moments (see
+    /// [`Adam::moments_mut`]).
+    pub fn begin_step(&mut self) -> AdamStep {
         self.t += 1;
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let (b1, b2) = (self.beta1, self.beta2);
         let lr_t = self.lr * (1.0 - b2.powi(self.t)).sqrt() / (1.0 - b1.powi(self.t));
-        const CHUNK: usize = 1 << 15;
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK))
-            .zip(self.v.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), m), v)| adam_update(p, g, m, v, [b1, b2, lr_t, eps]));
+        AdamStep { beta1: b1, beta2: b2, lr_t, eps: self.eps }
+    }
+
+    /// The first and second moments, one per parameter, in the parameters' order.
+    pub fn moments_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.m, &mut self.v)
+    }
+}
+
+/// The coefficients of one Adam update.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamStep {
+    beta1: f32,
+    beta2: f32,
+    lr_t: f32,
+    eps: f32,
+}
+
+impl AdamStep {
+    /// Updates parameters `p` from gradients `g` and their moments `m`, `v` (equal lengths);
+    /// elementwise, so any split of the parameters gives the same bits.
+    pub fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        adam_update(p, g, m, v, [self.beta1, self.beta2, self.lr_t, self.eps])
     }
 }
 

@@ -18,6 +18,7 @@ use crate::labels::LabelSpace;
 use crate::metrics::{average_precision, column, roc};
 use crate::model::{Adam, Classifier, HeadShape, HeadStack, LossKind, LossWeights};
 use crate::rng::Rng;
+use crate::step::TrainStep;
 
 /// One label configuration to train.
 #[derive(Debug, Clone)]
@@ -163,6 +164,18 @@ pub fn train_fused(
     settings: &TrainSettings,
     progress: &ProgressBar,
 ) -> Result<Vec<TrainedHead>> {
+    // on a thread of the pool, so that each training step's parts start without waking the
+    // calling thread (see `TrainStep::run`)
+    rayon::scope(|_| train_fused_on_pool(features, joined, jobs, settings, progress))
+}
+
+fn train_fused_on_pool(
+    features: &Features,
+    joined: &Joined,
+    jobs: &[HeadJob],
+    settings: &TrainSettings,
+    progress: &ProgressBar,
+) -> Result<Vec<TrainedHead>> {
     let start = Instant::now();
     if jobs.is_empty() {
         return Ok(Vec::new());
@@ -210,30 +223,25 @@ pub fn train_fused(
     progress.set_length((settings.epochs * batches_per_epoch) as u64);
     let mut rng = Rng::new(settings.seed);
     let mut history: Vec<Vec<EpochLog>> = vec![Vec::new(); jobs.len()];
-    let (mut hidden, mut dhidden) = (Vec::new(), Vec::new());
-    let mut logits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
-    let mut dlogits: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    let step = TrainStep::for_pool(&stack);
 
     for epoch in 1..=settings.epochs {
         let mut loss_sum = vec![0f64; jobs.len()];
         let mut loss_batches = vec![0usize; jobs.len()];
         features.for_each_batch_of_epoch(&mut plan, settings.batch_size, &mut rng, |x, batch| {
-            stack.forward(x, batch.len(), &mut hidden, &mut logits);
-            for (k, job) in jobs.iter().enumerate() {
+            // head k's loss on rows of the batch: rows without a label set count for nothing
+            let loss = |k: usize, rows: std::ops::Range<usize>, z: &[f32], dz: &mut [f32]| {
+                let job = &jobs[k];
                 let m = job.labels.len();
-                let dz = &mut dlogits[k];
-                dz.clear();
-                dz.resize(batch.len() * m, 0.0);
                 let valid = batch.iter().filter(|r| job.labels.targets[r.1].is_some()).count();
                 if valid == 0 {
-                    continue;
+                    return None;
                 }
                 let norm = 1.0 / (valid * m) as f32;
                 let mut loss = 0f64;
-                for (i, r) in batch.iter().enumerate() {
+                for (i, r) in batch[rows].iter().enumerate() {
                     let Some(t) = job.labels.targets[r.1].as_deref() else { continue };
-                    let z = &logits[k][i * m..(i + 1) * m];
-                    let g = &mut dz[i * m..(i + 1) * m];
+                    let (z, g) = (&z[i * m..(i + 1) * m], &mut dz[i * m..(i + 1) * m]);
                     let mut pos = t.iter().peekable();
                     for j in 0..m {
                         let y = pos.next_if(|&&p| p as usize == j).is_some();
@@ -242,11 +250,15 @@ pub fn train_fused(
                         g[j] = d * norm;
                     }
                 }
-                loss_sum[k] += loss * f64::from(norm);
-                loss_batches[k] += 1;
+                Some(loss * f64::from(norm))
+            };
+            let losses = step.run(&mut stack, x, batch.len(), &loss, &mut grad, Some(&mut adam));
+            for (k, l) in losses.into_iter().enumerate() {
+                if let Some(l) = l {
+                    loss_sum[k] += l;
+                    loss_batches[k] += 1;
+                }
             }
-            stack.backward(x, batch.len(), &hidden, &dlogits, &mut dhidden, &mut grad);
-            adam.step(&mut stack.params, &grad);
             progress.inc(1);
             Ok(())
         })?;
