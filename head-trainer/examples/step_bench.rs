@@ -34,7 +34,6 @@ fn main() {
     let mut adam = Adam::new(stack.params.len(), 1e-3);
     let step = TrainStep::for_pool(&stack);
     let steps = 3000;
-    let inside = std::env::args().any(|a| a == "--in-pool");
     // rounds of 200 steps; the median round (a shared VM's neighbours make single rounds noisy)
     let mut run = || {
         let mut rounds: Vec<f64> = (0..steps / 200)
@@ -49,7 +48,8 @@ fn main() {
         rounds.sort_by(f64::total_cmp);
         (rounds[0], rounds[rounds.len() / 2])
     };
-    let (fastest, per_step) = if inside { rayon::scope(|_| run()) } else { run() };
+    // on a pool thread, as training runs
+    let (fastest, per_step) = rayon::scope(|_| run());
     let flop = 4.0 * (b * d * h * heads) as f64;
     println!(
         "{heads} head(s), {} part(s), {} threads: {:.1} us per step, fastest round {:.1} ({:.0} GFLOP/s in the first layer)",

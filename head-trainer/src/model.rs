@@ -258,7 +258,7 @@ impl HeadStack {
         for row in hidden.chunks_exact_mut(ht) {
             row.copy_from_slice(b1);
         }
-        gemm(b, d, ht, x, d, 1, &self.params[self.w1_range()], 1, d, hidden, ht, 1, 1.0);
+        gemm(Threads::Pool, b, d, ht, x, d, 1, &self.params[self.w1_range()], 1, d, hidden, ht, 1, 1.0);
         for v in hidden.iter_mut() {
             *v = v.max(0.0);
         }
@@ -271,6 +271,7 @@ impl HeadStack {
             }
             let w2 = &self.params[self.w2_range(k)];
             gemm(
+                Threads::Pool,
                 b,
                 s.hidden,
                 s.outputs,
@@ -314,13 +315,13 @@ impl Head {
         for row in hidden.chunks_exact_mut(h) {
             row.copy_from_slice(&self.b1);
         }
-        gemm(n, self.dim, h, x, self.dim, 1, &self.w1, h, 1, &mut hidden, h, 1, 1.0);
+        gemm(Threads::Pool, n, self.dim, h, x, self.dim, 1, &self.w1, h, 1, &mut hidden, h, 1, 1.0);
         hidden.iter_mut().for_each(|v| *v = v.max(0.0));
         let mut out = vec![0.0; n * m];
         for row in out.chunks_exact_mut(m) {
             row.copy_from_slice(&self.b2);
         }
-        gemm(n, h, m, &hidden, h, 1, &self.w2, m, 1, &mut out, m, 1, 1.0);
+        gemm(Threads::Pool, n, h, m, &hidden, h, 1, &self.w2, m, 1, &mut out, m, 1, 1.0);
         out.iter_mut().for_each(|v| *v = sigmoid(*v));
         out
     }
@@ -379,7 +380,7 @@ impl LinearProbe {
         for row in out.chunks_exact_mut(m) {
             row.copy_from_slice(&self.b);
         }
-        gemm(n, self.dim, m, x, self.dim, 1, &self.w, m, 1, &mut out, m, 1, 1.0);
+        gemm(Threads::Pool, n, self.dim, m, x, self.dim, 1, &self.w, m, 1, &mut out, m, 1, 1.0);
         out.iter_mut().for_each(|v| *v = sigmoid(*v));
         out
     }
@@ -428,28 +429,7 @@ impl Classifier {
     }
 }
 
-/// `C = A·B + beta·C` on strided views (element (i, j) of A at `i·rsa + j·csa`), on every core
-/// of the current rayon pool where the product is large enough (the `gemm` crate's kernels).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    rsa: usize,
-    csa: usize,
-    b: &[f32],
-    rsb: usize,
-    csb: usize,
-    c: &mut [f32],
-    rsc: usize,
-    csc: usize,
-    beta: f32,
-) {
-    gemm_with(Threads::Pool, m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc, beta)
-}
-
-/// Where a [`gemm_with`] runs.
+/// Where a [`gemm`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
     /// On the calling thread only (what each thread of a training step uses).
@@ -458,9 +438,10 @@ pub enum Threads {
     Pool,
 }
 
-/// [`gemm`] on the given threads.
+/// `C = A·B + beta·C` on strided views (element (i, j) of A at `i·rsa + j·csa`), with the `gemm`
+/// crate's kernels, on the calling thread or the current rayon pool.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_with(
+pub fn gemm(
     threads: Threads,
     m: usize,
     k: usize,

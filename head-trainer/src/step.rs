@@ -22,7 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock, TryLockError};
 
-use crate::model::{gemm_with, Adam, AdamStep, HeadStack, Threads};
+use crate::model::{gemm, Adam, AdamStep, HeadStack, Threads};
 
 /// Hidden units below which a part is not worth a thread of its own.
 const MIN_UNITS_PER_PART: usize = 32;
@@ -264,7 +264,7 @@ impl Context<'_> {
         for row in sc.hidden.chunks_exact_mut(w) {
             row.copy_from_slice(own.params[1]);
         }
-        gemm_with(Threads::Caller, b, d, w, self.x, d, 1, own.params[0], 1, d, &mut sc.hidden, w, 1, 1.0);
+        gemm(Threads::Caller, b, d, w, self.x, d, 1, own.params[0], 1, d, &mut sc.hidden, w, 1, 1.0);
         for h in &mut sc.hidden {
             *h = h.max(0.0);
         }
@@ -285,7 +285,7 @@ impl Context<'_> {
             let q = self.step.logit_offsets[*k] * b;
             let col = self.offsets[*k] + rows.start - part.units.start;
             let out = &mut share[q..q + b * m];
-            gemm_with(
+            gemm(
                 Threads::Caller,
                 b,
                 rows.len(),
@@ -360,7 +360,7 @@ impl Context<'_> {
             let dz = &sc.dlogits[q..q + b * m];
             let col = self.offsets[*k] + rows.start - part.units.start;
             // dW2 rows = H_rowsᵀ dZ_k
-            gemm_with(
+            gemm(
                 Threads::Caller,
                 rows.len(),
                 b,
@@ -377,7 +377,7 @@ impl Context<'_> {
                 0.0,
             );
             // dH_rows = dZ_k W2_rowsᵀ
-            gemm_with(
+            gemm(
                 Threads::Caller,
                 b,
                 m,
@@ -407,7 +407,7 @@ impl Context<'_> {
             }
         }
         // dW1ᵀ rows = dAᵀ X
-        gemm_with(Threads::Caller, w, b, d, &sc.dhidden, 1, w, self.x, d, 1, grads[0], d, 1, 0.0);
+        gemm(Threads::Caller, w, b, d, &sc.dhidden, 1, w, self.x, d, 1, grads[0], d, 1, 0.0);
         column_sums(&sc.dhidden, grads[1]);
         if let Some(update) = &self.update {
             for (((p, g), m), v) in params.iter_mut().zip(grads.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
