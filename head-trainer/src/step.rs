@@ -72,6 +72,8 @@ pub struct TrainStep {
     dlogit_rows: Vec<RwLock<Vec<f32>>>,
     logit_offsets: Vec<usize>,
     outputs_total: usize,
+    /// Parameters of the stack it was made for.
+    params_len: usize,
 }
 
 impl TrainStep {
@@ -140,6 +142,7 @@ impl TrainStep {
             parts,
             logit_offsets,
             outputs_total,
+            params_len: stack.params.len(),
         }
     }
 
@@ -166,6 +169,7 @@ impl TrainStep {
     where
         L: Fn(usize, Range<usize>, &[f32], &mut [f32]) -> Option<f64> + Sync,
     {
+        assert_eq!(stack.params.len(), self.params_len, "a TrainStep serves the stack shape it was made for");
         assert_eq!(grad.len(), stack.params.len(), "one gradient per parameter");
         assert!(x.len() >= b * stack.dim, "the batch holds b rows of the embedding dimension");
         let (update, mut m, mut v) = match adam {
@@ -351,7 +355,7 @@ impl Context<'_> {
             }
         }
 
-        let Owned { params, grads, m, v } = own;
+        let Owned { params, grads, m: first_moments, v: second_moments } = own;
         sc.dhidden.clear();
         sc.dhidden.resize(b * w, 0.0);
         for (i, (k, rows)) in part.heads.iter().enumerate() {
@@ -410,7 +414,8 @@ impl Context<'_> {
         gemm(Threads::Caller, w, b, d, &sc.dhidden, 1, w, self.x, d, 1, grads[0], d, 1, 0.0);
         column_sums(&sc.dhidden, grads[1]);
         if let Some(update) = &self.update {
-            for (((p, g), m), v) in params.iter_mut().zip(grads.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let moments = first_moments.iter_mut().zip(second_moments.iter_mut());
+            for ((p, g), (m, v)) in params.iter_mut().zip(grads.iter()).zip(moments) {
                 update.update(p, g, m, v);
             }
         }
