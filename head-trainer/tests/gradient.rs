@@ -95,6 +95,12 @@ fn analytic_gradients_match_finite_differences() {
 
 /// Ten Adam steps of a stack split in `parts`, on a pool of `threads` threads.
 fn train_ten_steps(parts: usize, threads: usize) -> Vec<f32> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+    train_ten_steps_on(parts, &pool)
+}
+
+/// Ten Adam steps of a stack split in `parts`, on `pool`.
+fn train_ten_steps_on(parts: usize, pool: &rayon::ThreadPool) -> Vec<f32> {
     let (d, b) = (40, 16);
     let shapes = [HeadShape { hidden: 24, outputs: 3 }, HeadShape { hidden: 40, outputs: 5 }];
     let mut stack = HeadStack::new(d, &shapes, &[3, 4]);
@@ -104,7 +110,6 @@ fn train_ten_steps(parts: usize, threads: usize) -> Vec<f32> {
         shapes.iter().map(|s| (0..b * s.outputs).map(|_| rng.next_f64() < 0.3).collect()).collect();
     let w: Vec<LossWeights> =
         shapes.iter().map(|s| LossWeights::new(LossKind::ClassWeighted, 50, &vec![10; s.outputs])).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
     pool.install(|| {
         let step = TrainStep::new(&stack, parts);
         let mut grad = vec![0.0; stack.params.len()];
@@ -134,6 +139,22 @@ fn a_step_split_over_threads_gives_the_bits_of_the_same_split_on_one_thread() {
         )
         .params
     );
+}
+
+#[test]
+fn concurrent_trainings_on_one_pool_neither_deadlock_nor_change_results() {
+    // four trainings at once on one 2-thread pool: only one step at a time spreads its parts over
+    // the pool's threads (two could each hold a thread the other's barrier waits for — a
+    // timing-dependent hang this test would show as one, not as a failure); the others run their
+    // parts in turn, which must give the same bits
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a thread pool");
+    let expected = train_ten_steps(2, 1);
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4).map(|_| scope.spawn(|| train_ten_steps_on(2, &pool))).collect();
+        for run in runs {
+            assert_eq!(run.join().expect("a training thread"), expected);
+        }
+    });
 }
 
 #[test]
