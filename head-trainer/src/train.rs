@@ -381,26 +381,33 @@ fn macro_scores(p: &[f32], y: &[bool], m: usize, w: &LossWeights) -> (Option<f64
     if p.is_empty() {
         return (None, None, None);
     }
-    let (mut aps, mut rocs) = (Vec::new(), Vec::new());
-    for j in 0..m {
-        let (s, t) = (column(p, m, j), column(y, m, j));
-        if let Some((_, ap)) = average_precision(&s, &t) {
-            aps.push(ap);
-        }
-        if let Some((_, auc)) = roc(&s, &t) {
-            rocs.push(auc);
-        }
-    }
-    let loss: f64 = p
-        .iter()
-        .zip(y)
-        .enumerate()
-        .map(|(i, (&pi, &yi))| {
-            let z = (pi.clamp(1e-7, 1.0 - 1e-7) / (1.0 - pi.clamp(1e-7, 1.0 - 1e-7))).ln();
-            f64::from(w.loss_and_grad(i % m, z, yi).0)
+    use rayon::prelude::*;
+    // labels on every core (each sorts its column twice); the same order of sums on any count
+    let per_label: Vec<(Option<f64>, Option<f64>)> = (0..m)
+        .into_par_iter()
+        .map(|j| {
+            let (s, t) = (column(p, m, j), column(y, m, j));
+            (average_precision(&s, &t).map(|r| r.1), roc(&s, &t).map(|r| r.1))
         })
-        .sum::<f64>()
-        / p.len() as f64;
+        .collect();
+    let aps: Vec<f64> = per_label.iter().filter_map(|r| r.0).collect();
+    let rocs: Vec<f64> = per_label.iter().filter_map(|r| r.1).collect();
+    const ROWS: usize = 4096;
+    let chunk_losses: Vec<f64> = p
+        .par_chunks(ROWS * m)
+        .zip(y.par_chunks(ROWS * m))
+        .map(|(p, y)| {
+            p.iter()
+                .zip(y)
+                .enumerate()
+                .map(|(i, (&pi, &yi))| {
+                    let z = (pi.clamp(1e-7, 1.0 - 1e-7) / (1.0 - pi.clamp(1e-7, 1.0 - 1e-7))).ln();
+                    f64::from(w.loss_and_grad(i % m, z, yi).0)
+                })
+                .sum::<f64>()
+        })
+        .collect();
+    let loss = chunk_losses.iter().sum::<f64>() / p.len() as f64;
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     (mean(&aps), mean(&rocs), Some(loss))
 }
