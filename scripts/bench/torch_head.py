@@ -82,6 +82,7 @@ def main():
         torch.nn.init.zeros_(layer.bias)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_w)
+
     def logits(rows):
         with torch.no_grad():
             return model(X[torch.from_numpy(rows)].float())
