@@ -369,12 +369,41 @@ impl EmbeddingValues<'_> {
         match self {
             Self::F16(v) => {
                 let mut out = vec![0f32; v.len()];
-                v.convert_to_f32_slice(&mut out);
+                widen_f16(v, &mut out);
                 out
             }
             Self::F32(v) => v.to_vec(),
         }
     }
+}
+
+/// Writes `src` widened to f32 into `dst` (same length; panics otherwise). With F16C, 8 values
+/// per instruction in one loop: the `half` crate's slice conversion calls a function per 8
+/// values, which made gathering a training batch cost a sixth of a training step. Exact, like
+/// every f16 → f32 conversion.
+pub fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has F16C and AVX (checked just above).
+        return unsafe { widen_f16c(src, dst) };
+    }
+    src.convert_to_f32_slice(dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let whole = src.len() / 8 * 8;
+    for (s, d) in src[..whole].chunks_exact(8).zip(dst[..whole].chunks_exact_mut(8)) {
+        // SAFETY: `s` holds 8 f16 (16 bytes) and `d` 8 f32 (32 bytes); both unaligned loads
+        // and stores are allowed.
+        unsafe {
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast::<__m128i>())))
+        };
+    }
+    src[whole..].convert_to_f32_slice(&mut dst[whole..]);
 }
 
 /// A block of embeddings in memory, row-major `rows x dim` float32.

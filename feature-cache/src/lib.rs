@@ -20,8 +20,8 @@ pub mod split;
 mod table;
 
 pub use embeddings::{
-    CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingMatrix, EmbeddingValues, EmbeddingWriter,
-    Pooling, RowGroupRef,
+    widen_f16, CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingMatrix, EmbeddingValues,
+    EmbeddingWriter, Pooling, RowGroupRef,
 };
 pub use error::{CacheError, Result};
 pub use failures::{Failure, FailureWriter};

@@ -296,3 +296,23 @@ fn hash_split_is_deterministic_and_proportional() {
     assert!(moved > 300, "a different salt draws a different split ({moved} moved)");
     assert!(SplitSpec { val: 0.5, test: 0.5, salt: String::new() }.validate().is_err());
 }
+
+#[test]
+fn widening_f16_equals_the_per_value_conversion_for_every_bit_pattern() {
+    // all 65,536 f16 bit patterns (zeros, subnormals, infinities, NaNs), at lengths that are and
+    // are not multiples of the 8-wide F16C loop
+    let all: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    for len in [all.len(), all.len() - 3, 7, 0] {
+        let src = &all[..len];
+        let mut out = vec![0f32; len];
+        feature_cache::widen_f16(src, &mut out);
+        for (h, w) in src.iter().zip(&out) {
+            let expected = h.to_f32();
+            assert!(
+                w.to_bits() == expected.to_bits() || (w.is_nan() && expected.is_nan()),
+                "{:#06x}: {w} vs {expected}",
+                h.to_bits()
+            );
+        }
+    }
+}

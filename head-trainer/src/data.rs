@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use feature_cache::{
-    CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingValues, LabelTable, RowGroupRef, Split, SplitSpec,
+    widen_f16, CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingValues, LabelTable, RowGroupRef,
+    Split, SplitSpec,
 };
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -44,7 +45,7 @@ impl FeatureStore {
             (Self::F32(v), EmbeddingValues::F16(x)) => {
                 let start = v.len();
                 v.resize(start + x.len(), 0.0);
-                x.convert_to_f32_slice(&mut v[start..]);
+                widen_f16(x, &mut v[start..]);
             }
         }
     }
@@ -62,40 +63,12 @@ impl FeatureStore {
         out.par_chunks_mut(per_task * dim).zip(rows.par_chunks(per_task)).for_each(|(out, rows)| {
             for (dst, &r) in out.chunks_exact_mut(dim).zip(rows) {
                 match self {
-                    Self::F16(v) => widen(&v[r * dim..(r + 1) * dim], dst),
+                    Self::F16(v) => widen_f16(&v[r * dim..(r + 1) * dim], dst),
                     Self::F32(v) => dst.copy_from_slice(&v[r * dim..(r + 1) * dim]),
                 }
             }
         });
     }
-}
-
-/// Writes `src` widened to f32 into `dst` (same length). With F16C, 8 values per instruction in
-/// one loop (the `half` crate calls a function per 8 values, which made gathering a batch
-/// cost a sixth of a training step).
-fn widen(src: &[f16], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len(), "widen: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has F16C and AVX (checked just above).
-        return unsafe { widen_f16c(src, dst) };
-    }
-    src.convert_to_f32_slice(dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
-    let whole = src.len() / 8 * 8;
-    for (s, d) in src[..whole].chunks_exact(8).zip(dst[..whole].chunks_exact_mut(8)) {
-        // SAFETY: `s` holds 8 f16 (16 bytes) and `d` 8 f32 (32 bytes); both unaligned loads
-        // and stores are allowed.
-        unsafe {
-            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast::<__m128i>())))
-        };
-    }
-    src[whole..].convert_to_f32_slice(&mut dst[whole..]);
 }
 
 /// Bytes one embedding value takes in memory.

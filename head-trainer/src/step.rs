@@ -260,6 +260,12 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The rows of the batch whose loss part `t` computes.
+    fn batch_rows(&self, t: usize) -> Range<usize> {
+        let n = self.step.parts.len();
+        self.b * t / n..self.b * (t + 1) / n
+    }
+
     /// Hidden activations of part `t` and its share of the logits.
     fn phase1(&self, t: usize, own: &Owned, sc: &mut Scratch) {
         let part = &self.step.parts[t];
@@ -315,8 +321,7 @@ impl Context<'_> {
         L: Fn(usize, Range<usize>, &[f32], &mut [f32]) -> Option<f64> + Sync,
     {
         let b = self.b;
-        let n = self.step.parts.len();
-        let rows = b * t / n..b * (t + 1) / n;
+        let rows = self.batch_rows(t);
         sc.logits.clear();
         sc.logits.resize(b * self.step.outputs_total, 0.0);
         for share in &self.step.shares {
@@ -343,11 +348,10 @@ impl Context<'_> {
     fn phase3(&self, t: usize, own: &mut Owned, sc: &mut Scratch) {
         let part = &self.step.parts[t];
         let (b, d, w) = (self.b, self.dim, part.units.len());
-        let n = self.step.parts.len();
         sc.dlogits.resize(sc.logits.len(), 0.0);
         for (s, theirs) in self.step.dlogit_rows.iter().enumerate() {
             let theirs = theirs.read().unwrap_or_else(|e| e.into_inner());
-            let rows = b * s / n..b * (s + 1) / n;
+            let rows = self.batch_rows(s);
             for (k, shape) in self.shapes.iter().enumerate() {
                 let at = self.step.logit_offsets[k] * b;
                 let span = at + rows.start * shape.outputs..at + rows.end * shape.outputs;
