@@ -595,6 +595,22 @@ fn check_schema(path: &Path, schema: &Schema, meta: &CacheMetadata) -> Result<()
     }
 }
 
+/// Refuses `ids` (of the cache at `path`) that repeat one, naming both rows (1-based).
+pub fn check_unique_ids(path: &Path, ids: &[String]) -> Result<()> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(first) = seen.insert(id, i) {
+            return Err(CacheError::DuplicateId {
+                path: path.to_path_buf(),
+                id: id.clone(),
+                first: first + 1,
+                second: i + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Where one row group of a cache lies: its part, its index in the part, and its rows' place in
 /// the cache's row order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -732,17 +748,7 @@ impl EmbeddingCache {
             all.append(batch);
             Ok(())
         })?;
-        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(all.len());
-        for (i, id) in all.ids.iter().enumerate() {
-            if let Some(first) = seen.insert(id, i) {
-                return Err(CacheError::DuplicateId {
-                    path: self.root.clone(),
-                    id: id.clone(),
-                    first: first + 1,
-                    second: i + 1,
-                });
-            }
-        }
+        check_unique_ids(&self.root, &all.ids)?;
         Ok(all)
     }
 }

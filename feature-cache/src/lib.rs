@@ -20,8 +20,8 @@ pub mod split;
 mod table;
 
 pub use embeddings::{
-    widen_f16, CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingMatrix, EmbeddingValues,
-    EmbeddingWriter, Pooling, RowGroupRef,
+    check_unique_ids, widen_f16, CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingMatrix,
+    EmbeddingValues, EmbeddingWriter, Pooling, RowGroupRef,
 };
 pub use error::{CacheError, Result};
 pub use failures::{Failure, FailureWriter};

@@ -1,10 +1,8 @@
 //! Embeddings joined with labels and splits: the rows a head trains and is evaluated on.
 
-use std::collections::HashMap;
-
 use feature_cache::{
-    widen_f16, CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingValues, LabelTable, RowGroupRef,
-    Split, SplitSpec,
+    check_unique_ids, widen_f16, CacheMetadata, EmbeddingCache, EmbeddingDtype, EmbeddingValues, LabelTable,
+    RowGroupRef, Split, SplitSpec,
 };
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -285,22 +283,6 @@ impl Features {
         }
         Ok(())
     }
-}
-
-/// Refuses a cache (at `root`) whose `ids` repeat one, naming both rows.
-pub(crate) fn check_unique_ids(root: &std::path::Path, ids: &[String]) -> Result<()> {
-    let mut seen = HashMap::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        if let Some(first) = seen.insert(id.as_str(), i) {
-            return Err(TrainError::Data(format!(
-                "{}: duplicate id `{id}` (rows {} and {})",
-                root.display(),
-                first + 1,
-                i + 1
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Counts of the join between a cache and a label table.

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use feature_cache::{EmbeddingCache, LabelTable, Split};
+use feature_cache::{check_unique_ids, EmbeddingCache, LabelTable, Split};
 use indicatif::ProgressBar;
 
 use crate::config::RunConfig;
-use crate::data::{check_unique_ids, Features, Joined};
+use crate::data::{Features, Joined};
 use crate::error::{Result, TrainError};
 use crate::labels::LabelSpace;
 use crate::linear::train_linear;
