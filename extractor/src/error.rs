@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Result with an [`ExtractError`].
 pub type Result<T, E = ExtractError> = std::result::Result<T, E>;
 
-/// Errors that stop an extraction job (per-image problems are [`crate::decode::ImageFailure`]s,
+/// Errors that stop an extraction job (per-image problems are [`image_input::ImageFailure`]s,
 /// recorded in the failures table instead).
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -26,6 +26,9 @@ pub enum ExtractError {
     /// The feature cache layer.
     #[error(transparent)]
     Cache(#[from] feature_cache::CacheError),
+    /// The input (a shard that cannot be read, a column of the wrong type …).
+    #[error(transparent)]
+    Input(#[from] image_input::InputError),
     /// An operating-system error on a named path.
     #[error("{path}: {cause}")]
     Io {

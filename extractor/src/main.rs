@@ -1,16 +1,17 @@
 //! `extractor`: embed images once with a frozen EfficientNet and cache the embeddings as Parquet.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use extractor::decode::{DecodeOptions, DEFAULT_MAX_PIXELS};
 use extractor::embed::Device;
-use extractor::job::{self, JobConfig, Shard};
-use extractor::model::ResizePolicy;
-use feature_cache::{EmbeddingDtype, Pooling};
+use extractor::job::{self, JobConfig, Preparation};
+use extractor::model::{ModelManifest, ResizePolicy};
+use feature_cache::{EmbeddingDtype, Pooling, Progress, Shard};
+use image_input::{DecodeOptions, InputKind, InputOptions, ParquetOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Embed every image once with a frozen ImageNet EfficientNet (ONNX Runtime, CUDA or CPU) and
@@ -20,8 +21,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 Examples:
   extractor embed images/ --model efficientnet-lite0 --out cache/lite0
   extractor embed manifest.csv --model models/efficientnet-b0.json --out cache/b0 --device cuda --shard 3/16
+  extractor embed 'wit/*.parquet' --model efficientnet-b0 --out cache/wit-b0
+  extractor embed 'shards/{00000..00329}.tar' --model efficientnet-lite0 --out cache/commons
   extractor embed images/ --model efficientnet-lite0 --pooling flatten --input-size 64 --out cache/seed64
-  extractor info cache/lite0")]
+  extractor info cache/lite0
+  extractor bench-decode 'wit/*.parquet' --threads 16")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,9 +33,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Embed the images of a directory or manifest (resumable: finished ids are skipped).
-    Embed(EmbedArgs),
-    /// Summarise a cache: rows, model, dim, failures by reason.
+    /// Embed the images of an input (resumable: finished ids are skipped).
+    Embed(Box<EmbedArgs>),
+    /// Summarise a cache: rows, model, dim, shards, duplicate ids, failures by reason.
     Info {
         /// Cache directory (or one Parquet part).
         cache: PathBuf,
@@ -39,13 +43,96 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite a cache of an older extractor (format 1) in the current layout, in place.
+    Migrate {
+        /// Cache directory.
+        cache: PathBuf,
+    },
+    /// Decode and preprocess an input exactly as `embed` does, without inference or output:
+    /// the decode ceiling of this machine (images/s, and per thread).
+    BenchDecode(Box<BenchArgs>),
+}
+
+/// How to read an input.
+#[derive(clap::Args)]
+struct InputArgs {
+    /// What the input is (default: detected; see `--help`).
+    #[arg(long, value_enum)]
+    input_kind: Option<KindArg>,
+    /// Parquet shards: the column of image bytes (default: a Hugging Face `Image` column, a
+    /// struct with binary `bytes`, or a binary `jpg`/`png`/`webp`/`image` column).
+    #[arg(long)]
+    image_column: Option<String>,
+    /// Parquet shards: the id column (default: `image_url`, `key`, `url` or `id`, else
+    /// `<shard>:<row>`).
+    #[arg(long)]
+    id_column: Option<String>,
+}
+
+impl InputArgs {
+    fn options(&self) -> InputOptions {
+        InputOptions {
+            kind: self.input_kind.map(|k| match k {
+                KindArg::Files => InputKind::Files,
+                KindArg::Manifest => InputKind::Manifest,
+                KindArg::Parquet => InputKind::Parquet,
+                KindArg::Tar => InputKind::Tar,
+            }),
+            parquet: ParquetOptions {
+                image_column: self.image_column.clone(),
+                id_column: self.id_column.clone(),
+            },
+        }
+    }
+}
+
+/// How images become the network input.
+#[derive(clap::Args)]
+struct PrepArgs {
+    /// Square input side in pixels (default: the model's, e.g. 224 for Lite0).
+    #[arg(long)]
+    input_size: Option<u32>,
+    /// `model`: the model's own policy (centre crop for the EfficientNets); `stretch`: the whole
+    /// image resized to a square, the seed's preprocessing.
+    #[arg(long, value_enum, default_value_t = ResizeArg::Model)]
+    resize: ResizeArg,
+    /// Images with more pixels are recorded as too-large instead of decoded.
+    #[arg(long, default_value_t = image_input::decode::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain while the model's crop
+    /// keeps at least this many times the input size in pixels (0: always decode full size).
+    #[arg(long, default_value_t = job::DEFAULT_JPEG_DRAFT_MARGIN)]
+    jpeg_draft_margin: f64,
+}
+
+impl PrepArgs {
+    fn preparation(&self, manifest: &ModelManifest) -> Preparation {
+        let size = self.input_size.unwrap_or(manifest.input.size);
+        let resize = match self.resize {
+            ResizeArg::Model => manifest.input.resize,
+            ResizeArg::Stretch => ResizePolicy::Stretch,
+        };
+        Preparation {
+            decode: DecodeOptions {
+                max_pixels: self.max_pixels,
+                jpeg_min_short_side: job::jpeg_min_short_side(resize, size, self.jpeg_draft_margin),
+                ..DecodeOptions::default()
+            },
+            resize,
+            size,
+        }
+    }
 }
 
 #[derive(clap::Args)]
 struct EmbedArgs {
-    /// A directory (recursive; id = relative path) or a .csv/.tsv/.jsonl/.parquet manifest with
-    /// `id` and `path` columns.
-    input: PathBuf,
+    /// A directory of images (recursive; id = relative path), a manifest table (.csv, .tsv,
+    /// .jsonl, .parquet with `id` and `path`), Parquet shards of image bytes (a file, a
+    /// directory or a glob: WIT, img2dataset) or webdataset tar shards (a file, a directory,
+    /// or a brace pattern `shards/{00000..00329}.tar`).
+    input: String,
+    #[command(flatten)]
+    read: InputArgs,
     /// Model name (looked up in models/), or path to a model manifest (.json) or ONNX file.
     #[arg(long, short)]
     model: String,
@@ -65,32 +152,55 @@ struct EmbedArgs {
     /// h, w, C order (the seed's 2x2xC = 5120-d features with --input-size 64).
     #[arg(long, value_enum, default_value_t = PoolingArg::Avg)]
     pooling: PoolingArg,
-    /// Square input side in pixels (default: the model's, e.g. 224 for Lite0).
-    #[arg(long)]
-    input_size: Option<u32>,
-    /// `model`: the model's own policy (centre crop for the EfficientNets); `stretch`: the whole
-    /// image resized to a square, the seed's preprocessing.
-    #[arg(long, value_enum, default_value_t = ResizeArg::Model)]
-    resize: ResizeArg,
-    /// Process only shard I of N (0-based), e.g. 3/16; default from SLURM_ARRAY_TASK_ID/COUNT.
+    #[command(flatten)]
+    prep: PrepArgs,
+    /// Process only shard I of N (0-based), e.g. 3/16; default from a Slurm array's
+    /// SLURM_ARRAY_TASK_ID/COUNT/MIN/STEP. Loose files are split by a hash of the id, Parquet
+    /// shards by row group, tar shards by file.
     #[arg(long)]
     shard: Option<Shard>,
     /// Threads for decoding and CPU inference (default: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Images per Parquet part: the unit of atomic writes and of work lost on a crash.
+    /// Images per Parquet part at most: the unit of atomic writes and of work lost on a crash.
     #[arg(long, default_value_t = 4096)]
     part_size: usize,
-    /// Images with more pixels are recorded as too-large instead of decoded.
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
-    max_pixels: u64,
-    /// Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain while the model's crop
-    /// keeps at least this many times the input size in pixels (0: always decode full size).
-    #[arg(long, default_value_t = job::DEFAULT_JPEG_DRAFT_MARGIN)]
-    jpeg_draft_margin: f64,
+    /// Hide the progress bar (notes and the summary are still printed).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Any input `embed` takes.
+    input: String,
+    #[command(flatten)]
+    read: InputArgs,
+    /// Model whose input size and resize policy to use.
+    #[arg(long, short, default_value = "efficientnet-lite0")]
+    model: String,
+    #[command(flatten)]
+    prep: PrepArgs,
+    /// Decoding threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Passes over the input.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Files,
+    Manifest,
+    Parquet,
+    Tar,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,28 +231,106 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to standard output; a reader that went away (`| head`) ends the program quietly.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("writing to standard output"),
+    }
+}
+
+/// A progress bar on standard error with rate and ETA; notes printed above it.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(quiet: bool) -> Self {
+        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, stage: &str, total: u64, unit: &str) {
+        let template = format!(
+            "{{spinner}} {stage} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
+        );
+        self.0.set_style(
+            ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.reset_eta();
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn note(&self, message: &str) {
+        self.0.suspend(|| eprintln!("note: {message}"));
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { cache, json } => {
             let info = extractor::info::cache_info(&cache)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))
             } else {
-                println!("{info}");
+                emit(&format!("{info}\n"))
             }
-            Ok(())
         }
-        Command::Embed(args) => embed(args),
+        Command::Migrate { cache } => {
+            let bar = Bar::new(false);
+            let done = extractor::migrate::migrate(&cache, &bar)
+                .with_context(|| format!("migrating {}", cache.display()))?;
+            bar.0.finish_and_clear();
+            emit(&format!(
+                "{}: {} parts rewritten in format 2, {} failure tables moved to _failures/\n",
+                cache.display(),
+                done.parts.len(),
+                done.failure_tables.len()
+            ))
+        }
+        Command::BenchDecode(args) => bench(*args),
+        Command::Embed(args) => embed(*args),
     }
 }
 
+fn bench(args: BenchArgs) -> Result<()> {
+    let manifest = ModelManifest::resolve(&args.model)?;
+    let prep = args.prep.preparation(&manifest);
+    let bar = Bar::new(args.quiet);
+    let rate = extractor::bench::bench_decode(
+        &args.input,
+        &args.read.options(),
+        prep,
+        args.threads,
+        args.repeat,
+        &bar,
+    )
+    .with_context(|| format!("decoding {}", args.input))?;
+    bar.0.finish_and_clear();
+    if args.json {
+        return emit(&format!("{}\n", serde_json::to_string(&rate)?));
+    }
+    emit(&format!(
+        "decoded {} images ({} failed) in {:.2}s on {} threads: {:.1} images/s, {:.1} images/s per thread\n",
+        rate.images, rate.failed, rate.seconds, rate.threads, rate.images_per_s, rate.images_per_s_per_thread
+    ))
+}
+
 fn embed(args: EmbedArgs) -> Result<()> {
-    let shard = match args.shard {
-        Some(s) => s,
-        None => Shard::from_slurm_env()?.unwrap_or(Shard::ALL),
-    };
+    let shard = Shard::resolve(args.shard).map_err(anyhow::Error::msg)?;
+    let manifest = ModelManifest::resolve(&args.model)?;
+    let prep = args.prep.preparation(&manifest);
     let cfg = JobConfig {
         input: args.input.clone(),
+        input_options: args.read.options(),
         model: args.model,
         out: args.out.clone(),
         device: args.device,
@@ -155,39 +343,24 @@ fn embed(args: EmbedArgs) -> Result<()> {
             PoolingArg::Avg => Pooling::Avg,
             PoolingArg::Flatten => Pooling::Flatten,
         },
-        input_size: args.input_size,
-        resize: match args.resize {
-            ResizeArg::Model => None,
-            ResizeArg::Stretch => Some(ResizePolicy::Stretch),
-        },
+        input_size: Some(prep.size),
+        resize: Some(prep.resize),
         shard,
         threads: args.threads,
         part_size: args.part_size,
-        decode: DecodeOptions { max_pixels: args.max_pixels, ..DecodeOptions::default() },
-        jpeg_draft_margin: args.jpeg_draft_margin,
+        decode: DecodeOptions { max_pixels: args.prep.max_pixels, ..DecodeOptions::default() },
+        jpeg_draft_margin: args.prep.jpeg_draft_margin,
     };
-    let bar = ProgressBar::with_draw_target(
-        Some(0),
-        if args.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images  {per_sec}  ETA {eta}",
-        )
-        .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
-    let summary = job::run(&cfg, &bar, &|note| bar.suspend(|| eprintln!("note: {note}")))
-        .with_context(|| format!("embedding {}", args.input.display()))?;
-    bar.finish_and_clear();
+    let bar = Bar::new(args.quiet);
+    let summary = job::run(&cfg, &bar).with_context(|| format!("embedding {}", args.input))?;
+    bar.0.finish_and_clear();
     let done = summary.embedded + summary.failed;
-    println!(
-        "embedded {} images, {} failed, {} already done (shard {}/{} of {} images) in {:.1}s, {:.1} images/s on {} -> {}",
+    let mut text = format!(
+        "embedded {} images, {} failed, {} already done (shard {} of {} images) in {:.1}s, {:.1} images/s on {} -> {}\n",
         summary.embedded,
         summary.failed,
         summary.already_done,
-        shard.index,
-        shard.count,
+        shard,
         summary.in_shard,
         summary.seconds,
         done as f64 / summary.seconds.max(1e-9),
@@ -195,7 +368,10 @@ fn embed(args: EmbedArgs) -> Result<()> {
         args.out.display()
     );
     if summary.failed > 0 {
-        println!("failures are listed in {}/failures-*.parquet (see `extractor info`)", args.out.display());
+        text.push_str(&format!(
+            "failures are listed in {}/_failures/ (see `extractor info`)\n",
+            args.out.display()
+        ));
     }
-    Ok(())
+    emit(&text)
 }

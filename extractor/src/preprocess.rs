@@ -43,3 +43,20 @@ pub fn preprocess_into(
         ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, cw, ch);
     Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("resize {w}x{h} -> {size}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degenerate_images_are_errors_not_panics() {
+        let mut out = Vec::new();
+        let err = preprocess_into(&RgbImage::new(0, 5), ResizePolicy::Stretch, 64, &mut out).unwrap_err();
+        assert!(err.contains("0x5"), "{err}");
+        // a single pixel is an image: it resizes
+        let one = RgbImage::from_pixel(1, 1, image::Rgb([9, 8, 7]));
+        preprocess_into(&one, ResizePolicy::CenterCrop { crop_fraction: 0.875 }, 64, &mut out).unwrap();
+        assert_eq!(out.len(), 64 * 64 * 3);
+        assert_eq!(&out[..3], &[9, 8, 7]);
+    }
+}

@@ -26,6 +26,8 @@ pub struct LabelTable {
     /// Names of the label columns, in file order.
     pub columns: Vec<String>,
     labels: HashMap<String, Vec<Vec<String>>>,
+    /// Label columns whose type holds no labels, with the error to give when one is used.
+    unusable: HashMap<String, String>,
     /// Explicit split per row, when the table has a `split` column.
     pub splits: Option<Vec<Option<Split>>>,
     index: HashMap<String, usize>,
@@ -51,6 +53,13 @@ impl LabelTable {
             )));
         }
         let split_col = table.columns.iter().position(|c| c == "split");
+        if split_col.is_some() {
+            table.check_supported("split")?;
+        }
+        let unusable: HashMap<String, String> = label_cols
+            .iter()
+            .filter_map(|(_, c)| Some((c.clone(), table.check_supported(c).err()?.to_string())))
+            .collect();
         let mut out = Self {
             path: table.path.clone(),
             ids: Vec::with_capacity(table.rows.len()),
@@ -58,6 +67,7 @@ impl LabelTable {
             labels: label_cols.iter().map(|(_, c)| (c.clone(), Vec::new())).collect(),
             splits: split_col.map(|_| Vec::new()),
             index: HashMap::with_capacity(table.rows.len()),
+            unusable,
         };
         for (row, cells) in &table.rows {
             let id = table.text(*row, "id", &cells[id_col])?.to_string();
@@ -97,6 +107,9 @@ impl LabelTable {
 
     /// The label lists of `column`, aligned with [`LabelTable::ids`].
     pub fn column(&self, column: &str) -> Result<&[Vec<String>]> {
+        if let Some(message) = self.unusable.get(column) {
+            return Err(CacheError::Invalid(message.clone()));
+        }
         self.labels.get(column).map(Vec::as_slice).ok_or_else(|| {
             CacheError::column(
                 &self.path,

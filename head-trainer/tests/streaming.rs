@@ -39,7 +39,7 @@ fn dataset(dir: &Path) {
             x[1] += 1.0;
             x[2] -= 0.5;
         }
-        w.push(&format!("i{i}"), &x, 1, 1).unwrap();
+        w.push(&format!("i{i}"), &x, 1, 1, None).unwrap();
         csv.push_str(&format!("i{i},{}\n", if a { "a|b" } else { "b" }));
     }
     w.finish().unwrap();

@@ -38,7 +38,7 @@ fn dataset(dir: &Path) {
                 x.iter_mut().zip(&dirs[j]).for_each(|(v, d)| *v += 0.5 * d);
             }
         }
-        w.push(&format!("i{i}"), &x, 1, 1).unwrap();
+        w.push(&format!("i{i}"), &x, 1, 1, None).unwrap();
         csv.push_str(&format!("i{i},{}\n", tags.join("|")));
     }
     w.finish().unwrap();

@@ -53,21 +53,20 @@ def release_binary(name: str) -> Path:
 
 
 def read_cache(directory: Path):
-    """(ids, float32 matrix, schema metadata) of every embedding part in a cache directory, via pyarrow."""
-    import pyarrow as pa
+    """(ids, float32 matrix, schema metadata) of a cache directory, read by pyarrow as one table."""
     import pyarrow.parquet as pq
 
-    parts = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("failures"))
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    table = pq.read_table(directory)
     emb = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(table), -1)
     return table.column("id").to_pylist(), emb.astype(np.float32), table.schema.metadata
 
 
 def read_failures(directory: Path) -> dict:
+    """Failure rows of a cache by id (its `_failures/` folder)."""
     import pyarrow.parquet as pq
 
     out = {}
-    for p in directory.glob("failures-*.parquet"):
+    for p in (directory / "_failures").glob("*.parquet"):
         for row in pq.read_table(p).to_pylist():
             out[row["id"]] = row
     return out

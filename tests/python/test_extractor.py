@@ -201,7 +201,7 @@ def test_bad_inputs_are_recorded_not_fatal(tmp_path):
     run_extractor(manifest, "--model", MODEL, "--out", out2, "--max-pixels", "100000")
     kinds = {k: v["kind"] for k, v in read_failures(out2).items()}
     assert kinds["missing.jpg"] == "missing"
-    assert kinds["a_directory.jpg"] == "unreadable"
+    assert kinds["a_directory.jpg"] == "not-a-file"
     assert kinds["huge.png"] == "too-large" and kinds["good.png"] == "too-large"
     assert "exceeds the limit of 100000" in read_failures(out2)["huge.png"]["reason"]
 

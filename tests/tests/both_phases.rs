@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use extractor::decode::DecodeOptions;
 use extractor::embed::Device;
-use extractor::job::{JobConfig, Shard};
-use feature_cache::{EmbeddingCache, EmbeddingDtype, Pooling};
+use extractor::job::JobConfig;
+use feature_cache::{EmbeddingCache, EmbeddingDtype, Pooling, Shard, Silent};
 use head_trainer::config::RunConfig;
 use head_trainer::run::{predict, train_one, Inputs};
 use image::{Rgb, RgbImage};
+use image_input::DecodeOptions;
 use indicatif::ProgressBar;
 
 struct Lcg(u64);
@@ -83,7 +83,8 @@ fn extract_train_evaluate_predict() {
     make_dataset(tmp.path(), 240);
     let cache = tmp.path().join("cache");
     let job = JobConfig {
-        input: tmp.path().join("images"),
+        input: tmp.path().join("images").to_str().unwrap().to_string(),
+        input_options: Default::default(),
         model: "efficientnet-lite0".into(),
         out: cache.clone(),
         device: Device::Cpu,
@@ -98,7 +99,7 @@ fn extract_train_evaluate_predict() {
         decode: DecodeOptions::default(),
         jpeg_draft_margin: extractor::job::DEFAULT_JPEG_DRAFT_MARGIN,
     };
-    let summary = extractor::job::run(&job, &ProgressBar::hidden(), &|_| {}).unwrap();
+    let summary = extractor::job::run(&job, &Silent).unwrap();
     assert_eq!((summary.embedded, summary.failed), (240, 1));
     let c = EmbeddingCache::open(&cache).unwrap();
     assert_eq!((c.rows(), c.meta.dim, c.meta.model.as_str()), (240, 1280, "efficientnet-lite0"));

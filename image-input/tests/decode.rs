@@ -1,8 +1,6 @@
 //! Decoder edge cases that need crafted bytes.
 
-use std::path::Path;
-
-use extractor::decode::{decode_bytes, jpeg_truncated, DecodeOptions, FailureKind};
+use image_input::decode::{decode_bytes, jpeg_truncated, DecodeOptions, FailureKind};
 
 fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
@@ -36,7 +34,7 @@ fn decompression_bomb_is_refused_before_allocation() {
     png.extend(chunk(b"IHDR", &ihdr));
     png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
     png.extend(chunk(b"IEND", &[]));
-    let err = decode_bytes(&png, Path::new("bomb.png"), &DecodeOptions::default()).unwrap_err();
+    let err = decode_bytes(&png, Some("png"), &DecodeOptions::default()).unwrap_err();
     assert_eq!(err.kind, FailureKind::TooLarge, "{err:?}");
     assert!(err.message.contains("100000x100000"), "{}", err.message);
 }
@@ -53,8 +51,7 @@ fn jpeg_truncation_detection() {
     trailer.extend_from_slice(b"camera trailer after EOI");
     assert!(!jpeg_truncated(&trailer));
     assert!(jpeg_truncated(&jpg[..jpg.len() - 10]));
-    let err =
-        decode_bytes(&jpg[..jpg.len() - 10], Path::new("t.jpg"), &DecodeOptions::default()).unwrap_err();
+    let err = decode_bytes(&jpg[..jpg.len() - 10], Some("jpg"), &DecodeOptions::default()).unwrap_err();
     assert_eq!(err.kind, FailureKind::Corrupt);
 }
 
@@ -68,24 +65,25 @@ fn svg_external_references_are_not_followed() {
         <image width="10" height="10" xlink:href="{}"/></svg>"#,
         red.display()
     );
-    let img = decode_bytes(svg.as_bytes(), Path::new("x.svg"), &DecodeOptions::default()).unwrap();
+    let img = decode_bytes(svg.as_bytes(), Some("svg"), &DecodeOptions::default()).unwrap();
     assert!(img.rgb.pixels().all(|p| p.0 == [255, 255, 255]), "the referenced file was read");
     let inline = r##"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="#00ff00"/></svg>"##;
-    let img = decode_bytes(inline.as_bytes(), Path::new("x.svg"), &DecodeOptions::default()).unwrap();
+    let img = decode_bytes(inline.as_bytes(), Some("svg"), &DecodeOptions::default()).unwrap();
     assert_eq!(img.rgb.get_pixel(200, 200).0, [0, 255, 0]);
     assert_eq!((img.width, img.height), (10, 10));
 }
 
 #[test]
-fn degenerate_images_are_errors_not_panics() {
-    use extractor::model::ResizePolicy;
-    use extractor::preprocess::preprocess_into;
-    let mut out = Vec::new();
-    let err = preprocess_into(&image::RgbImage::new(0, 5), ResizePolicy::Stretch, 64, &mut out).unwrap_err();
-    assert!(err.contains("0x5"), "{err}");
-    // a single pixel is an image: it resizes
-    let one = image::RgbImage::from_pixel(1, 1, image::Rgb([9, 8, 7]));
-    preprocess_into(&one, ResizePolicy::CenterCrop { crop_fraction: 0.875 }, 64, &mut out).unwrap();
-    assert_eq!(out.len(), 64 * 64 * 3);
-    assert_eq!(&out[..3], &[9, 8, 7]);
+fn avif_and_heic_are_unsupported_not_corrupt() {
+    // the first bytes of an AVIF and of an iPhone HEIC file (file type box, then a meta box)
+    let avif = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf\x00\x00\x00\x08meta";
+    let heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic\x00\x00\x00\x08meta";
+    for (bytes, name) in [(&avif[..], "AVIF"), (&heic[..], "HEIF/HEIC")] {
+        let err = decode_bytes(bytes, Some("jpg"), &DecodeOptions::default()).unwrap_err();
+        assert_eq!(err.kind, FailureKind::UnsupportedFormat, "{name}: {err:?}");
+        assert!(err.message.starts_with(name), "{}", err.message);
+        assert_eq!(err.kind.as_str(), "unsupported-format");
+    }
+    let err = decode_bytes(b"just some text\n", None, &DecodeOptions::default()).unwrap_err();
+    assert_eq!(err.kind, FailureKind::NotAnImage);
 }

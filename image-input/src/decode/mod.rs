@@ -1,16 +1,22 @@
-//! Reading any image file into 8-bit RGB, or a recorded reason why not.
+//! Image bytes into 8-bit RGB, or a recorded reason why not. Decoding sees bytes and, as a
+//! hint for SVG only, the extension of their name: never where they came from.
 //!
 //! JPEG (baseline, progressive, CMYK; EXIF orientation applied), PNG (8/16-bit, palette, alpha),
 //! GIF (first frame), WebP, TIFF and BMP through the `image` crate, with the format sniffed from
 //! the bytes, not the extension; SVG rasterised with resvg, with external references (files,
-//! URLs) refused so an image can never read anything but itself. Transparent pixels are
-//! composited on white. Dimensions are checked against a pixel limit *before* pixels are
-//! allocated, so a decompression bomb is a [`FailureKind::TooLarge`] record, not an OOM kill.
+//! URLs) refused so an image can never read anything but itself. Formats recognised but not
+//! decoded (AVIF, HEIC, JPEG XL, JPEG 2000 …) are [`FailureKind::UnsupportedFormat`], not
+//! corrupt. Transparent pixels are composited on white. Dimensions are checked against a pixel
+//! limit *before* pixels are allocated, so a decompression bomb is a [`FailureKind::TooLarge`]
+//! record, not an OOM kill.
+
+mod sniff;
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
+
+pub use sniff::{unsupported_format, UNSUPPORTED_FORMATS};
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
@@ -20,20 +26,26 @@ pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 /// Why an image could not be embedded: the `kind` column of the failures table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureKind {
-    /// The path does not exist (or is a broken symlink).
+    /// No bytes: the path does not exist (or is a broken symlink), or a row holds no image.
     Missing,
-    /// The file exists but cannot be read (permissions, I/O error, a directory).
+    /// The file exists but cannot be read (permissions, I/O error).
     Unreadable,
+    /// Not a regular file (a directory, FIFO, socket or device): refused without reading it.
+    NotAFile,
     /// Zero bytes.
     Empty,
     /// Not a format we know (text, PDF, audio …).
     NotAnImage,
+    /// An image format (or a feature of one) this build does not decode: AVIF, HEIC, JPEG XL …
+    UnsupportedFormat,
     /// A known format whose data is damaged or truncated.
     Corrupt,
     /// More pixels than the configured limit.
     TooLarge,
-    /// The manifest could not represent the path (non-UTF-8 file name).
+    /// The input could not give the image an id (a non-UTF-8 file name, a null id).
     BadName,
+    /// The id was already taken by an earlier image of the same input (which was embedded).
+    DuplicateId,
     /// The decoder panicked (a bug in a decoder, contained).
     DecoderPanic,
     /// Decoded, but could not be turned into the network input.
@@ -41,16 +53,35 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in table order.
+    pub const ALL: [FailureKind; 12] = [
+        FailureKind::Missing,
+        FailureKind::Unreadable,
+        FailureKind::NotAFile,
+        FailureKind::Empty,
+        FailureKind::NotAnImage,
+        FailureKind::UnsupportedFormat,
+        FailureKind::Corrupt,
+        FailureKind::TooLarge,
+        FailureKind::BadName,
+        FailureKind::DuplicateId,
+        FailureKind::DecoderPanic,
+        FailureKind::Preprocess,
+    ];
+
     /// The text stored in the failures table.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Missing => "missing",
             FailureKind::Unreadable => "unreadable",
+            FailureKind::NotAFile => "not-a-file",
             FailureKind::Empty => "empty",
             FailureKind::NotAnImage => "not-an-image",
+            FailureKind::UnsupportedFormat => "unsupported-format",
             FailureKind::Corrupt => "corrupt",
             FailureKind::TooLarge => "too-large",
             FailureKind::BadName => "bad-name",
+            FailureKind::DuplicateId => "duplicate-id",
             FailureKind::DecoderPanic => "decoder-panic",
             FailureKind::Preprocess => "preprocess",
         }
@@ -109,22 +140,24 @@ pub fn jpeg_reduction(w: u32, h: u32, min_short: u32) -> u32 {
     [8, 4, 2].into_iter().find(|&r| short.div_ceil(r) >= min_short).unwrap_or(1)
 }
 
-/// Reads and decodes the image at `path`.
-pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<DecodedImage, ImageFailure> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ImageFailure::new(FailureKind::Missing, "file not found"),
-        _ => ImageFailure::new(FailureKind::Unreadable, format!("cannot read: {e}")),
-    })?;
-    decode_bytes(&bytes, path, opts)
-}
-
-/// Decodes image bytes; `path` only helps recognise SVG by extension.
-pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<DecodedImage, ImageFailure> {
+/// Decodes image bytes; `extension` (of the file or member name, if any) only helps recognise
+/// SVG, which has no magic number.
+pub fn decode_bytes(
+    bytes: &[u8],
+    extension: Option<&str>,
+    opts: &DecodeOptions,
+) -> Result<DecodedImage, ImageFailure> {
     if bytes.is_empty() {
-        return Err(ImageFailure::new(FailureKind::Empty, "zero-byte file"));
+        return Err(ImageFailure::new(FailureKind::Empty, "zero bytes"));
+    }
+    if let Some(format) = unsupported_format(bytes) {
+        return Err(ImageFailure::new(
+            FailureKind::UnsupportedFormat,
+            format!("{format}: this build does not decode it"),
+        ));
     }
     let result = catch_unwind(AssertUnwindSafe(|| {
-        if looks_like_svg(bytes, path) {
+        if looks_like_svg(bytes, extension) {
             render_svg(bytes, opts)
         } else {
             decode_raster(bytes, opts)
@@ -140,8 +173,8 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<D
     })
 }
 
-fn looks_like_svg(bytes: &[u8], path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+fn looks_like_svg(bytes: &[u8], extension: Option<&str>) -> bool {
+    let ext = extension.map(str::to_ascii_lowercase);
     if matches!(ext.as_deref(), Some("svg" | "svgz")) {
         return true;
     }
@@ -242,7 +275,7 @@ fn classify(format: image::ImageFormat, e: image::ImageError) -> ImageFailure {
     match e {
         ImageError::Limits(l) => ImageFailure::new(FailureKind::TooLarge, format!("{format:?}: {l}")),
         ImageError::Unsupported(u) => {
-            ImageFailure::new(FailureKind::Corrupt, format!("{format:?}: unsupported: {u}"))
+            ImageFailure::new(FailureKind::UnsupportedFormat, format!("{format:?}: unsupported: {u}"))
         }
         ImageError::IoError(io) => {
             ImageFailure::new(FailureKind::Corrupt, format!("{format:?}: truncated or unreadable data: {io}"))
