@@ -29,8 +29,8 @@ def extractor(*args, check=True):
     return proc
 
 
-def embed(inp, out, *extra):
-    return extractor("embed", inp, "--model", MODEL, "--out", out, "--quiet", "--device", "cpu", *extra)
+def embed(inp, out, *extra, check=True):
+    return extractor("embed", inp, "--model", MODEL, "--out", out, "--quiet", "--device", "cpu", *extra, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,45 @@ def test_an_id_in_two_shards_is_embedded_once_and_the_repeat_recorded(fixtures, 
     assert len(dup) == 12, "every sample of the second shard (12 per shard)"
     f = next(iter(dup.values()))
     assert f["source"].endswith("00001.tar") and "00000.tar member" in f["reason"], f
+
+
+def as_format_1(cache, old):
+    """The cache as the format-1 extractor wrote it: no source columns, f16 values byte-stream-split,
+    failure tables beside the parts with a `path` column."""
+    import pyarrow as pa
+
+    old.mkdir()
+    for p in sorted(cache.glob("emb-*.parquet")):
+        t = pq.read_table(p).drop_columns(["source", "source_row", "source_member"])
+        meta = dict(t.schema.metadata)
+        meta[b"wit.format_version"] = b"1"
+        t = t.replace_schema_metadata(meta)
+        pq.write_table(t, old / p.name, compression="zstd", row_group_size=8192, use_dictionary=["id"],
+                       use_byte_stream_split=["embedding.list.element"], store_schema=True)
+    for p in sorted((cache / "_failures").glob("*.parquet")):
+        f = pq.read_table(p)
+        legacy = pa.table({"id": f.column("id"), "path": f.column("source"), "kind": f.column("kind"),
+                           "reason": f.column("reason")})
+        pq.write_table(legacy, old / p.name)
+
+
+def test_a_format_1_cache_is_read_refused_for_writing_and_migrated(fixtures, caches, tmp_path):
+    import duckdb
+
+    d, _ = fixtures
+    old = tmp_path / "old"
+    as_format_1(caches / "loose", old)
+    info = json.loads(extractor("info", old, "--json").stdout)
+    assert info["rows"] == 33 and info["format_versions"] == {"1": 1} and info["failures"] == 2, info
+    refused = embed(d / "loose", old, "--dtype", "f32", check=False)
+    assert refused.returncode != 0 and f"run `extractor migrate {old}` once" in refused.stderr, refused.stderr
+    before = dict(zip(*read_cache(caches / "loose")[:2]))
+    migrated = extractor("migrate", old).stdout
+    assert "1 parts rewritten in format 2, 1 failure tables moved" in migrated, migrated
+    assert not list(old.glob("failures-*.parquet")) and len(read_failures(old)) == 2
+    after = dict(zip(*read_cache(old)[:2]))  # pyarrow reads the directory as one table again
+    assert sorted(after) == sorted(before)
+    assert all(np.array_equal(after[k], before[k]) for k in before)
+    assert duckdb.sql(f"select count(*) from '{old}/*.parquet'").fetchall() == [(33,)]
+    again = embed(d / "loose", old, "--dtype", "f32")
+    assert "embedded 0 images, 0 failed, 35 already done" in again.stdout, again.stdout
