@@ -72,6 +72,78 @@ impl RunConfig {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
         toml::from_str(&text).map_err(|e| TrainError::Config(toml_error(path, &text, &e)))
     }
+
+    /// Refuses settings no head can be trained with, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.model == ModelKind::Mlp && self.hidden == 0 {
+            return bad(
+                "hidden = 0: the MLP head needs at least one hidden unit (or use model = \"linear\")".into(),
+            );
+        }
+        if self.labels.top_k == Some(0) {
+            return bad("top_k = 0 selects no label: give at least 1, or leave it out for every label".into());
+        }
+        if let Some(list) = &self.labels.labels {
+            if list.is_empty() {
+                return bad("labels = []: name at least one label".into());
+            }
+        }
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 {
+            return bad(format!(
+                "epochs = {} and batch_size = {} must both be at least 1",
+                t.epochs, t.batch_size
+            ));
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            return bad(format!("learning_rate = {}: must be a positive number", t.learning_rate));
+        }
+        if !(t.min_precision > 0.0 && t.min_precision <= 1.0) {
+            return bad(format!("min_precision = {}: must be in (0, 1]", t.min_precision));
+        }
+        if !(self.probe.alpha.is_finite() && self.probe.alpha > 0.0) || self.probe.max_iterations == 0 {
+            return bad(format!(
+                "probe alpha = {} and max_iterations = {} must be positive",
+                self.probe.alpha, self.probe.max_iterations
+            ));
+        }
+        Ok(self.split.validate()?)
+    }
+
+    /// The settings in which `other` differs from this configuration, as `key: this -> other`
+    /// (a taxonomy counts as the same when its file holds the same bytes).
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        let (a, mut b) = (self.clone(), other.clone());
+        if let (Some(x), Some(y)) = (&a.labels.taxonomy, &b.labels.taxonomy) {
+            if x != y && std::fs::read(x).ok().is_some_and(|bytes| Some(bytes) == std::fs::read(y).ok()) {
+                b.labels.taxonomy = a.labels.taxonomy.clone();
+            }
+        }
+        let (va, vb) =
+            (serde_json::to_value(&a).unwrap_or_default(), serde_json::to_value(&b).unwrap_or_default());
+        let mut out = Vec::new();
+        diff_values("", &va, &vb, &mut out);
+        out
+    }
+}
+
+/// Leaf-by-leaf differences of two JSON values, `path: a -> b`.
+fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff_values(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+        _ => {}
+    }
 }
 
 /// "file:line: message" for a TOML error.
@@ -159,5 +231,60 @@ impl RunOverrides {
             c.seed = v;
             c.train.seed = v;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_no_head_can_train_with_are_refused_by_name() {
+        let ok = RunConfig::for_column("fine");
+        assert!(ok.validate().is_ok());
+        type Change = fn(&mut RunConfig);
+        let cases: [(&str, Change); 5] = [
+            ("hidden = 0", |c| c.hidden = 0),
+            ("top_k = 0", |c| c.labels.top_k = Some(0)),
+            ("labels = []", |c| c.labels.labels = Some(vec![])),
+            ("epochs = 0", |c| c.train.epochs = 0),
+            ("learning_rate = -1", |c| c.train.learning_rate = -1.0),
+        ];
+        for (expected, change) in cases {
+            let mut c = ok.clone();
+            change(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let mut linear = ok.clone();
+        linear.model = ModelKind::Linear;
+        linear.hidden = 0;
+        assert!(linear.validate().is_ok(), "the linear probe has no hidden layer");
+    }
+
+    #[test]
+    fn differences_name_each_changed_setting() {
+        let a = RunConfig::for_column("fine");
+        let mut b = a.clone();
+        assert!(a.differences(&b).is_empty());
+        b.train.epochs = 20;
+        b.labels.top_k = Some(10);
+        assert_eq!(a.differences(&b), ["labels.top_k: null -> 10", "train.epochs: 15 -> 20"]);
+    }
+
+    #[test]
+    fn a_taxonomy_at_another_path_with_the_same_content_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, y, z) = (dir.path().join("x.json"), dir.path().join("y.json"), dir.path().join("z.json"));
+        std::fs::write(&x, r#"{"Cats": ["Animals"]}"#).unwrap();
+        std::fs::write(&y, r#"{"Cats": ["Animals"]}"#).unwrap();
+        std::fs::write(&z, r#"{"Cats": ["Pets"]}"#).unwrap();
+        let mut a = RunConfig::for_column("fine");
+        a.labels.taxonomy = Some(x);
+        let mut b = a.clone();
+        b.labels.taxonomy = Some(y);
+        assert!(a.differences(&b).is_empty());
+        b.labels.taxonomy = Some(z);
+        assert_eq!(a.differences(&b).len(), 1);
     }
 }

@@ -11,6 +11,10 @@ use serde::Serialize;
 use crate::error::{Result, TrainError};
 use crate::rng::Rng;
 
+/// One step's batch of a row plan: its rows as f32 (`rows x dim`) and their (cache row,
+/// label-table row) pairs.
+pub type PlanBatch<'a> = (&'a [f32], &'a [(usize, usize)]);
+
 /// Embedding values in memory, row-major; f16 caches stay f16 (half the memory) and rows are
 /// widened to f32 only when a batch is gathered.
 #[derive(Debug, Clone)]
@@ -224,6 +228,49 @@ impl Features {
         Ok(())
     }
 
+    /// One epoch over several row plans at once, in memory: each plan is shuffled with its own
+    /// generator and cut into batches, and step `s` calls `f` with batch `s` of every plan that
+    /// still has one (`None` for the others), each as f32 rows and its (cache row, label-table
+    /// row) pairs. A plan's batches are the ones it would have alone. Streamed caches step one
+    /// plan at a time (see [`Features::for_each_batch_of_epoch`]).
+    pub fn for_each_step_of_epoch(
+        &self,
+        plans: &mut [Vec<(usize, usize)>],
+        rngs: &mut [Rng],
+        batch_size: usize,
+        mut f: impl FnMut(&[Option<PlanBatch<'_>>]) -> Result<()>,
+    ) -> Result<()> {
+        if let (Residency::Streamed(_), [plan], [rng]) = (&self.residency, &mut *plans, &mut *rngs) {
+            return self.for_each_batch_of_epoch(plan, batch_size, rng, |x, batch| f(&[Some((x, batch))]));
+        }
+        let Residency::Resident(store) = &self.residency else {
+            return Err(TrainError::Data(
+                "a streamed cache trains one row plan at a time (heads with different rows are not fused)"
+                    .into(),
+            ));
+        };
+        let bs = batch_size.max(1);
+        for (plan, rng) in plans.iter_mut().zip(rngs.iter_mut()) {
+            rng.shuffle(plan);
+        }
+        let steps = plans.iter().map(|p| p.len().div_ceil(bs)).max().unwrap_or(0);
+        let mut xs: Vec<Vec<f32>> = vec![Vec::new(); plans.len()];
+        for step in 0..steps {
+            for (x, plan) in xs.iter_mut().zip(plans.iter()) {
+                if let Some(batch) = plan.chunks(bs).nth(step) {
+                    store.gather(self.dim, batch.iter().map(|r| r.0), x);
+                }
+            }
+            let batches: Vec<Option<PlanBatch<'_>>> = xs
+                .iter()
+                .zip(plans.iter())
+                .map(|(x, plan)| plan.chunks(bs).nth(step).map(|batch| (x.as_slice(), batch)))
+                .collect();
+            f(&batches)?;
+        }
+        Ok(())
+    }
+
     /// One epoch over `plan` ((cache row, label-table row) pairs) in batches: calls
     /// `f(x, batch)` with each batch's rows as f32. In memory the whole plan is shuffled with
     /// `rng`; streamed, the row groups are shuffled and read into buffers of at most the memory
@@ -286,7 +333,7 @@ impl Features {
 }
 
 /// Counts of the join between a cache and a label table.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct JoinStats {
     /// Embeddings in the cache.
     pub embeddings: usize,
@@ -296,6 +343,9 @@ pub struct JoinStats {
     pub joined: usize,
     /// Label-table rows with no embedding (not extracted, or failed).
     pub labels_without_embedding: usize,
+    /// The first few of those ids, in label-table order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_examples: Vec<String>,
     /// Joined rows per split.
     pub per_split: [usize; 3],
 }
@@ -323,6 +373,20 @@ impl Joined {
         }
         stats.joined = rows.len();
         stats.labels_without_embedding = table.len() - rows.len();
+        if stats.labels_without_embedding > 0 {
+            let mut found = vec![false; table.len()];
+            for r in &rows {
+                found[r.1] = true;
+            }
+            stats.missing_examples = table
+                .ids
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| !**f)
+                .take(5)
+                .map(|(id, _)| id.clone())
+                .collect();
+        }
         if rows.is_empty() {
             return Err(TrainError::Data(format!(
                 "no image of the cache ({} embeddings) is in the label table {} ({} rows): do the ids match?",

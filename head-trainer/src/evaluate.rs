@@ -2,14 +2,14 @@
 //! (0.5, per-label F1-optimal, ORES-style max recall at a minimum precision), thresholds tuned
 //! on the validation split and applied to the test split.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::{
     average_precision, column, f1_optimal_threshold, max_recall_threshold, roc, Counts, Curve,
 };
 
 /// Thresholds tuned on validation.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Thresholds {
     /// Per-label F1-optimal thresholds.
     pub f1: Vec<f32>,
@@ -34,7 +34,7 @@ impl Thresholds {
 }
 
 /// Metrics of one label at one threshold.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AtThreshold {
     /// The threshold (`None`: unattainable precision target; nothing predicted).
     pub threshold: Option<f32>,
@@ -69,7 +69,7 @@ impl AtThreshold {
 }
 
 /// One label's evaluation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelMetrics {
     /// Label name.
     pub label: String,
@@ -90,7 +90,7 @@ pub struct LabelMetrics {
 }
 
 /// Averages at one threshold policy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Averaged {
     /// Precision.
     pub precision: f64,
@@ -103,7 +103,7 @@ pub struct Averaged {
 }
 
 /// Micro or macro summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// ROC AUC.
     pub roc_auc: Option<f64>,
@@ -118,7 +118,7 @@ pub struct Summary {
 }
 
 /// The whole evaluation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Split evaluated.
     pub split: String,
@@ -135,16 +135,16 @@ pub struct Evaluation {
     /// Labels with no positive in the split (left out of macro averages).
     pub labels_without_positives: Vec<String>,
     /// ROC curve per label (`None` where undefined), for plots.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub roc_curves: Vec<Option<Curve>>,
     /// Micro-average ROC curve.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub micro_roc: Option<Curve>,
     /// PR curve per label.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub pr_curves: Vec<Option<Curve>>,
     /// Micro-average PR curve.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub micro_pr: Option<Curve>,
 }
 

@@ -177,7 +177,26 @@ impl LabelSpace {
             }
             None => all.iter().map(|s| s.to_string()).collect(),
         };
-        names.retain(|n| counts.get(n.as_str()).copied().unwrap_or(0) >= cfg.min_count.max(1));
+        let count = |n: &str| counts.get(n).copied().unwrap_or(0);
+        if cfg.labels.is_some() {
+            // an explicit list is kept whole or refused: never shortened behind the user's back
+            let short: Vec<String> = names
+                .iter()
+                .filter(|n| count(n) < cfg.min_count.max(1))
+                .map(|n| format!("{n} ({} training images)", count(n)))
+                .collect();
+            if !short.is_empty() {
+                return Err(TrainError::Labels(format!(
+                    "column `{}`: {} of the listed labels have fewer than {} training images: {}; \
+                     lower min_count or leave them out (a label needs at least one training image)",
+                    cfg.column,
+                    short.len(),
+                    cfg.min_count.max(1),
+                    short.join(", ")
+                )));
+            }
+        }
+        names.retain(|n| count(n) >= cfg.min_count.max(1));
         names.sort_by(|a, b| counts[b.as_str()].cmp(&counts[a.as_str()]).then(a.cmp(b)));
         if let Some(k) = cfg.top_k {
             names.truncate(k);
@@ -232,5 +251,89 @@ pub fn unknown_label(label: &str, column: &str, known: &BTreeSet<&str>) -> Strin
         format!("unknown label `{label}` in column `{column}` (it has {} labels)", known.len())
     } else {
         format!("unknown label `{label}` in column `{column}`; did you mean: {}?", close.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A label table from CSV text (`id,tags` with `|`-joined labels).
+    fn table(rows: &[(&str, &str)]) -> (tempfile::TempDir, LabelTable) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.csv");
+        let mut csv = String::from("id,tags\n");
+        for (id, tags) in rows {
+            csv.push_str(&format!("{id},{tags}\n"));
+        }
+        std::fs::write(&path, csv).unwrap();
+        let t = LabelTable::load(&path).unwrap();
+        (dir, t)
+    }
+
+    fn taxonomy(pairs: &[(&str, &[&str])]) -> Taxonomy {
+        Taxonomy {
+            parents: pairs
+                .iter()
+                .map(|(c, p)| (c.to_string(), p.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn taxonomy_expands_to_every_ancestor_and_refuses_cycles() {
+        let t = taxonomy(&[
+            ("Cats", &["Animals"]),
+            ("Animals", &["Nature"]),
+            ("Nature", &["STEM"]),
+            ("Maps", &["Places"]),
+        ]);
+        let got: Vec<String> = t.expand(&["Cats".into(), "Maps".into()]).into_iter().collect();
+        assert_eq!(got, ["Animals", "Cats", "Maps", "Nature", "Places", "STEM"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        std::fs::write(&path, r#"{"A": ["B"], "B": ["C"], "C": ["A"]}"#).unwrap();
+        let err = Taxonomy::load(&path).unwrap_err().to_string();
+        assert!(err.contains("taxonomy cycle") && err.contains("A -> B -> C -> A"), "{err}");
+    }
+
+    #[test]
+    fn min_count_top_k_and_the_empty_policies() {
+        let (_d, t) = table(&[("1", "a|b"), ("2", "a"), ("3", "a|c"), ("4", "b"), ("5", "")]);
+        let all = |_: usize| true;
+        let mut cfg = LabelConfig::all("tags");
+        cfg.min_count = 2;
+        let s = LabelSpace::build(&t, &cfg, &all).unwrap();
+        assert_eq!((s.names.clone(), s.train_counts.clone()), (vec!["a".into(), "b".into()], vec![3, 2]));
+        // row 5 has no label, row 3 keeps only `a`
+        assert_eq!(s.targets, [Some(vec![0, 1]), Some(vec![0]), Some(vec![0]), Some(vec![1]), None]);
+        cfg.empty = EmptyPolicy::Negative;
+        assert_eq!(LabelSpace::build(&t, &cfg, &all).unwrap().targets[4], Some(vec![]));
+        cfg.min_count = 1;
+        cfg.top_k = Some(1);
+        assert_eq!(LabelSpace::build(&t, &cfg, &all).unwrap().names, ["a"]);
+        // counts come from the training rows only
+        let first_two = |row: usize| row < 2;
+        cfg.top_k = None;
+        assert_eq!(LabelSpace::build(&t, &cfg, &first_two).unwrap().names, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_explicit_list_is_kept_whole_or_refused() {
+        let (_d, t) = table(&[("1", "a|b"), ("2", "a"), ("3", "c")]);
+        let mut cfg = LabelConfig::all("tags");
+        cfg.labels = Some(vec!["b".into(), "a".into()]);
+        assert_eq!(LabelSpace::build(&t, &cfg, &|_| true).unwrap().names, ["a", "b"]);
+        cfg.min_count = 2;
+        let err = LabelSpace::build(&t, &cfg, &|_| true).unwrap_err().to_string();
+        assert!(err.contains("b (1 training images)") && err.contains("lower min_count"), "{err}");
+        // `c` exists but has no training image here
+        cfg.min_count = 1;
+        cfg.labels = Some(vec!["a".into(), "c".into()]);
+        let err = LabelSpace::build(&t, &cfg, &|row| row < 2).unwrap_err().to_string();
+        assert!(err.contains("c (0 training images)"), "{err}");
+        cfg.labels = Some(vec!["cats".into()]);
+        let err = LabelSpace::build(&t, &cfg, &|_| true).unwrap_err().to_string();
+        assert!(err.contains("unknown label `cats`"), "{err}");
     }
 }

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use feature_cache::{Progress, Shard};
 use head_trainer::config::{RunConfig, RunOverrides};
 use head_trainer::labels::EmptyPolicy;
 use head_trainer::model::{LossKind, ModelKind};
 use head_trainer::run::{predict, train_one, Inputs};
+use head_trainer::summary::markdown_table;
+use head_trainer::sweep::{run_sweep, SweepOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Train a Dense(128, ReLU) + Dense(M, sigmoid) topic head on embeddings cached by `extractor`,
@@ -44,10 +47,10 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         max_fused: usize,
         /// Train only runs I, I+N, I+2N… of the sweep (0-based I/N), e.g. one Slurm array task per
-        /// node; default from SLURM_ARRAY_TASK_ID/COUNT when set. A final run without shards
-        /// skips every finished run and writes the complete summary.
+        /// node; default from a Slurm array's SLURM_ARRAY_TASK_ID/COUNT/MIN/STEP. A final run
+        /// without shards skips every finished run and writes the complete summary.
         #[arg(long)]
-        shard: Option<String>,
+        shard: Option<Shard>,
         /// Most memory the embeddings may take (e.g. 4G, 512M); bigger caches are streamed
         /// from their Parquet row groups.
         #[arg(long, value_parser = parse_size)]
@@ -67,6 +70,9 @@ enum Command {
         /// Output Parquet: `id` and one `p:<label>` column per label.
         #[arg(long, short)]
         out: PathBuf,
+        /// Hide the progress bar.
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -78,9 +84,12 @@ struct TrainArgs {
     /// Label table (.csv/.tsv/.jsonl/.parquet) with `id` and label columns.
     #[arg(long)]
     labels: PathBuf,
-    /// Run directory to write.
+    /// Run directory to write (refused if it exists, unless --overwrite).
     #[arg(long, short)]
     out: PathBuf,
+    /// Replace an existing run directory (once the new one is complete).
+    #[arg(long)]
+    overwrite: bool,
     /// TOML run configuration; the flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -170,19 +179,49 @@ fn keep_freed_memory() {
     }
 }
 
-fn progress_bar(quiet: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(0),
-        if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} batches  {per_sec}  ETA {eta}  {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
-    bar
+/// A progress bar on standard error with rate and ETA; notes printed above it (also when the
+/// bar is hidden).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(quiet: bool) -> Self {
+        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, stage: &str, total: u64, unit: &str) {
+        let template = format!(
+            "{{spinner}} {stage} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
+        );
+        self.0.set_style(
+            ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.reset_eta();
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn note(&self, message: &str) {
+        self.0.suspend(|| eprintln!("note: {message}"));
+    }
+}
+
+/// Writes to standard output; a reader that went away (`| head`) ends the program quietly.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("writing to standard output"),
+    }
 }
 
 fn build_config(a: &TrainArgs) -> Result<RunConfig> {
@@ -213,6 +252,9 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     if let Some(v) = a.learning_rate {
         c.train.learning_rate = v;
     }
+    if c.model != ModelKind::Linear && (a.probe_alpha.is_some() || a.probe_max_iterations.is_some()) {
+        anyhow::bail!("--probe-alpha and --probe-max-iterations set the linear probe: add --model linear");
+    }
     if let Some(v) = a.probe_alpha {
         c.probe.alpha = v;
     }
@@ -222,6 +264,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     if let Some(v) = a.min_precision {
         c.train.min_precision = v;
     }
+    c.validate()?;
     Ok(c)
 }
 
@@ -245,49 +288,25 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
     Ok((number * scale as f64) as u64)
 }
 
-/// `--shard I/N`, else the Slurm array variables, else none.
-fn parse_shard(arg: Option<String>) -> Result<Option<(usize, usize)>> {
-    let text = match arg {
-        Some(s) => s,
-        None => match (std::env::var("SLURM_ARRAY_TASK_ID"), std::env::var("SLURM_ARRAY_TASK_COUNT")) {
-            (Ok(i), Ok(n)) => {
-                let min: usize =
-                    std::env::var("SLURM_ARRAY_TASK_MIN").ok().and_then(|m| m.parse().ok()).unwrap_or(0);
-                let i: usize = i.parse().context("SLURM_ARRAY_TASK_ID")?;
-                format!(
-                    "{}/{n}",
-                    i.checked_sub(min).context("SLURM_ARRAY_TASK_ID below SLURM_ARRAY_TASK_MIN")?
-                )
-            }
-            _ => return Ok(None),
-        },
-    };
-    let (i, n) = text.split_once('/').context("--shard: expected I/N, e.g. 2/8")?;
-    let (i, n): (usize, usize) =
-        (i.trim().parse().context("--shard I")?, n.trim().parse().context("--shard N")?);
-    anyhow::ensure!(n > 0 && i < n, "--shard {text}: need 0 <= I < N");
-    Ok(Some((i, n)))
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
             let config = build_config(&args)?;
+            let bar = Bar::new(args.quiet);
             let inputs =
                 Inputs::open(&args.embeddings, &args.labels, args.memory_limit).with_context(|| {
                     format!("loading {} and {}", args.embeddings.display(), args.labels.display())
                 })?;
-            let bar = progress_bar(args.quiet);
-            let outcome = train_one(&inputs, &config, &args.out, &bar)?;
-            bar.finish_and_clear();
+            let outcome = train_one(&inputs, &config, &args.out, args.overwrite, &bar)?;
+            bar.0.finish_and_clear();
             let t = &outcome.trained;
             let (mi, ma) = (&t.test.micro, &t.test.macro_);
             let fitted = match t.history.len() {
                 0 => "linear probe".to_string(),
                 _ => format!("best epoch {}", t.best_epoch),
             };
-            println!(
-                "{}: {} labels, {fitted}, test micro ROC AUC {:.3}, macro ROC AUC {:.3}, micro F1 {:.3}, macro F1 {:.3} ({:.1}s) -> {}/report.md",
+            emit(&format!(
+                "{}: {} labels, {fitted}, test micro ROC AUC {:.3}, macro ROC AUC {:.3}, micro F1 {:.3}, macro F1 {:.3} ({:.1}s) -> {}/report.md\n",
                 t.name,
                 t.labels.len(),
                 mi.roc_auc.unwrap_or(f64::NAN),
@@ -296,43 +315,51 @@ fn run(cli: Cli) -> Result<()> {
                 ma.at_f1.f1,
                 t.seconds,
                 outcome.dir.display()
-            );
-            Ok(())
+            ))
         }
         Command::Sweep { sweep, out, max_fused, shard, memory_limit, quiet } => {
-            let shard = parse_shard(shard)?;
-            let bar = progress_bar(quiet);
-            let log = |m: &str| {
-                if !quiet {
-                    bar.suspend(|| eprintln!("{m}"));
-                }
+            let shard = match shard {
+                Some(s) => Some(s),
+                None => Shard::from_env(&|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?,
             };
-            let outcome =
-                head_trainer::sweep::run_sweep(&sweep, &out, max_fused, shard, memory_limit, &bar, &log)
-                    .with_context(|| format!("sweep {}", sweep.display()))?;
-            bar.finish_and_clear();
-            println!(
-                "{} runs trained, {} already finished; summary: {}/summary.md",
+            let bar = Bar::new(quiet);
+            let options = SweepOptions { max_fused, shard, memory_limit };
+            let outcome = run_sweep(&sweep, &out, options, &bar)
+                .with_context(|| format!("sweep {}", sweep.display()))?;
+            bar.0.finish_and_clear();
+            let summary = match shard {
+                None => format!("summary: {}/summary.md", out.display()),
+                Some(s) => format!("shard {s}: a final run without --shard writes the summary"),
+            };
+            emit(&format!(
+                "{} runs trained, {} already finished; {summary}\n{}",
                 outcome.trained.len(),
                 outcome.skipped.len(),
-                out.display()
-            );
-            print!(
-                "{}",
-                std::fs::read_to_string(out.join("summary.md"))
-                    .unwrap_or_default()
-                    .lines()
-                    .skip(4)
-                    .take_while(|l| !l.is_empty())
-                    .map(|l| format!("{l}\n"))
-                    .collect::<String>()
-            );
-            Ok(())
+                markdown_table(&outcome.rows)
+            ))
         }
-        Command::Predict { head, embeddings, out } => {
-            let n = predict(&head, &embeddings, &out)?;
-            println!("wrote {n} predictions to {}", out.display());
-            Ok(())
+        Command::Predict { head, embeddings, out, quiet } => {
+            let bar = Bar::new(quiet);
+            let n = predict(&head, &embeddings, &out, &bar)?;
+            bar.0.finish_and_clear();
+            emit(&format!("wrote {n} predictions to {}\n", out.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("64kb"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0G").unwrap_err().contains("positive"));
+        assert!(parse_size("4X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
     }
 }

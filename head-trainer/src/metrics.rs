@@ -4,10 +4,10 @@
 //! `zero_division=0`. Micro averages pool every (image, label) pair; macro averages are the mean
 //! over labels that have positives in the evaluated split (others are reported as such).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Points of a ROC or PR curve.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Curve {
     /// x values (FPR, or recall).
     pub x: Vec<f64>,
@@ -75,7 +75,7 @@ pub fn average_precision(scores: &[f32], y: &[bool]) -> Option<(Curve, f64)> {
 }
 
 /// Confusion counts of thresholded predictions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// True positives.
     pub tp: usize,

@@ -249,43 +249,34 @@ impl HeadStack {
         self.params[w2.start..b2.end].copy_from_slice(&other.params[w2.start..b2.end]);
     }
 
-    /// Forward pass of a batch `x` (B x D): fills `hidden` (B x Htot, after ReLU) and
-    /// `logits[k]` (B x M_k).
-    pub fn forward(&self, x: &[f32], b: usize, hidden: &mut Vec<f32>, logits: &mut [Vec<f32>]) {
-        let (d, ht) = (self.dim, self.hidden_total);
-        hidden.resize(b * ht, 0.0);
-        let b1 = &self.params[self.b1_range()];
-        for row in hidden.chunks_exact_mut(ht) {
-            row.copy_from_slice(b1);
+    /// Logits of head `k` for a batch `x` (`b x D`) into `logits` (`b x M_k`), computing only
+    /// that head's products — the same ones whatever other heads the stack holds. `hidden` is
+    /// scratch.
+    pub fn forward_head(&self, k: usize, x: &[f32], b: usize, hidden: &mut Vec<f32>, logits: &mut Vec<f32>) {
+        let (d, s) = (self.dim, self.shapes[k]);
+        let (h, m) = (s.hidden, s.outputs);
+        hidden.resize(b * h, 0.0);
+        let b1 = self.b1_range().start + self.offsets[k];
+        for row in hidden.chunks_exact_mut(h.max(1)) {
+            row.copy_from_slice(&self.params[b1..b1 + h]);
         }
-        gemm(Threads::Pool, b, d, ht, x, d, 1, &self.params[self.w1_range()], 1, d, hidden, ht, 1, 1.0);
+        let w1t = &self.params[self.offsets[k] * d..(self.offsets[k] + h) * d];
+        gemm(Threads::Pool, b, d, h, x, d, 1, w1t, 1, d, hidden, h, 1, 1.0);
         for v in hidden.iter_mut() {
             *v = v.max(0.0);
         }
-        for (k, s) in self.shapes.iter().enumerate() {
-            let out = &mut logits[k];
-            out.resize(b * s.outputs, 0.0);
-            let b2 = &self.params[self.b2_range(k)];
-            for row in out.chunks_exact_mut(s.outputs) {
-                row.copy_from_slice(b2);
-            }
-            let w2 = &self.params[self.w2_range(k)];
-            gemm(
-                Threads::Pool,
-                b,
-                s.hidden,
-                s.outputs,
-                &hidden[self.offsets[k]..],
-                ht,
-                1,
-                w2,
-                s.outputs,
-                1,
-                out,
-                s.outputs,
-                1,
-                1.0,
-            );
+        logits.resize(b * m, 0.0);
+        let b2 = &self.params[self.b2_range(k)];
+        for row in logits.chunks_exact_mut(m.max(1)) {
+            row.copy_from_slice(b2);
+        }
+        gemm(Threads::Pool, b, h, m, hidden, h, 1, &self.params[self.w2_range(k)], m, 1, logits, m, 1, 1.0);
+    }
+
+    /// Logits of every head for a batch `x` (`b x D`): `logits[k]` is `b x M_k`.
+    pub fn forward(&self, x: &[f32], b: usize, hidden: &mut Vec<f32>, logits: &mut [Vec<f32>]) {
+        for (k, out) in logits.iter_mut().enumerate().take(self.len()) {
+            self.forward_head(k, x, b, hidden, out);
         }
     }
 }
@@ -499,7 +490,8 @@ pub fn gemm(
 }
 
 /// Adam with Keras' defaults and TensorFlow's update rule:
-/// `lr_t = lr·sqrt(1-β2^t)/(1-β1^t)`, `θ -= lr_t·m/(sqrt(v)+ε)`.
+/// `lr_t = lr·sqrt(1-β2^t)/(1-β1^t)`, `θ -= lr_t·m/(sqrt(v)+ε)`. Each head of a stack counts its
+/// own steps `t`: a head trains on its own batches, and a step it sits out changes nothing of it.
 #[derive(Debug, Clone)]
 pub struct Adam {
     /// Learning rate.
@@ -512,23 +504,37 @@ pub struct Adam {
     pub eps: f32,
     m: Vec<f32>,
     v: Vec<f32>,
-    t: i32,
+    steps: Vec<i32>,
 }
 
 impl Adam {
-    /// Adam for `n` parameters (lr 1e-3, β 0.9/0.999, ε 1e-7 unless changed).
-    pub fn new(n: usize, lr: f32) -> Self {
-        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, m: vec![0.0; n], v: vec![0.0; n], t: 0 }
+    /// Adam for `n` parameters of `heads` heads (lr given, β 0.9/0.999, ε 1e-7 unless changed).
+    pub fn new(n: usize, lr: f32, heads: usize) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            steps: vec![0; heads],
+        }
     }
 
-    /// Starts the next update: advances the step count and returns its coefficients, to be
-    /// applied with [`AdamStep::update`] to every parameter and its moments (see
+    /// Starts head `k`'s next update: advances its step count and returns the coefficients, to
+    /// be applied with [`AdamStep::update`] to each of its parameters and their moments (see
     /// [`Adam::moments_mut`]).
-    pub fn begin_step(&mut self) -> AdamStep {
-        self.t += 1;
+    pub fn begin_step(&mut self, k: usize) -> AdamStep {
+        self.steps[k] += 1;
+        let t = self.steps[k];
         let (b1, b2) = (self.beta1, self.beta2);
-        let lr_t = self.lr * (1.0 - b2.powi(self.t)).sqrt() / (1.0 - b1.powi(self.t));
+        let lr_t = self.lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
         AdamStep { beta1: b1, beta2: b2, lr_t, eps: self.eps }
+    }
+
+    /// Steps taken by head `k`.
+    pub fn steps(&self, k: usize) -> i32 {
+        self.steps[k]
     }
 
     /// The first and second moments, one per parameter, in the parameters' order.

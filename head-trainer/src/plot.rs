@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use feature_cache::atomic::write_atomic;
+
 use crate::error::{Result, TrainError};
 
 const PALETTE: [&str; 10] = [
@@ -252,11 +254,11 @@ fn fontdb() -> Arc<resvg::usvg::fontdb::Database> {
     .clone()
 }
 
-/// Writes `<base>.svg` and `<base>.png` (the PNG at 1.5x for sharp text).
+/// Writes `<base>.svg` and `<base>.png` (the PNG at 1.5x for sharp text), each atomically.
 pub fn write_chart(svg: &str, base: &Path) -> Result<()> {
     use resvg::{tiny_skia, usvg};
     let svg_path = base.with_extension("svg");
-    std::fs::write(&svg_path, svg).map_err(|e| TrainError::io(&svg_path, e))?;
+    write_atomic(&svg_path, svg.as_bytes())?;
     let opts = usvg::Options { fontdb: fontdb(), ..Default::default() };
     let tree = usvg::Tree::from_str(svg, &opts)
         .map_err(|e| TrainError::Data(format!("{}: internal SVG error: {e}", svg_path.display())))?;
@@ -266,5 +268,7 @@ pub fn write_chart(svg: &str, base: &Path) -> Result<()> {
         .ok_or_else(|| TrainError::Data("chart has zero size".into()))?;
     resvg::render(&tree, tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
     let png_path = base.with_extension("png");
-    pixmap.save_png(&png_path).map_err(|e| TrainError::Data(format!("{}: {e}", png_path.display())))
+    let png = pixmap.encode_png().map_err(|e| TrainError::Data(format!("{}: {e}", png_path.display())))?;
+    write_atomic(&png_path, &png)?;
+    Ok(())
 }

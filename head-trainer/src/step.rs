@@ -1,58 +1,84 @@
-//! One training step of a [`HeadStack`], split across the threads of the rayon pool by hidden
-//! units.
+//! One training step of a [`HeadStack`], split across the threads of the rayon pool by *pieces*.
 //!
-//! Each *part* owns a contiguous block of the fused hidden units: its rows of W1ᵀ and of b1, the
-//! rows of every second layer its units feed, the gradients and Adam moments of those, and (part
-//! 0) the output biases. A step is three phases with a barrier after each of the first two:
+//! A piece is a block of one head's hidden units: its rows of W1ᵀ and of b1, the rows of the
+//! head's W2 its units feed, the gradients and Adam moments of those, and (the head's first
+//! piece) the head's output biases. A head of H units is cut into `min(threads, H / 32)` pieces
+//! (at least one) at fixed places. That cut depends on the head and the thread count alone —
+//! never on the other heads of the stack — and so does every product a piece computes: a head
+//! gets the same bits whether it trains alone or beside any other heads.
 //!
-//! 1. each part computes its hidden activations and its share of every head's logits (part 0's
-//!    share carries the output biases);
-//! 2. each part adds up the shares in part order — so every part sees the same logits — and
-//!    computes the loss and its gradient on its own rows of the batch;
-//! 3. each part collects the whole loss gradient, back-propagates it into its own parameters and
-//!    updates them with Adam.
+//! Each head trains on the batch of its own row plan ([`Batch`]; heads whose plans are equal
+//! share one), or sits a step out. A step is three phases with a barrier after each of the
+//! first two:
 //!
-//! No part writes what another reads, so beyond handing over shares a step needs no locks,
-//! the pool's threads are woken once per step rather than once per product, and each part's
-//! Adam update runs on gradients it has just written. With the same number of parts a step gives
-//! the same bits on every run.
+//! 1. each piece computes its hidden activations and its share of its head's logits;
+//! 2. each thread adds up, for its rows of every head's batch, the shares in piece order and
+//!    computes the loss, its gradient and each row's part of the batch loss;
+//! 3. each piece collects its head's whole loss gradient, back-propagates it into its own
+//!    parameters and updates them with Adam (with its head's step count).
+//!
+//! A head's batch loss is the sum of its rows' parts in row order, whatever the thread that
+//! computed them. No piece writes what another reads, the pool's threads are woken once per step,
+//! and with the same thread count a step gives the same bits on every run.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock, TryLockError};
 
-use crate::model::{gemm, Adam, AdamStep, HeadStack, Threads};
+use crate::model::{gemm, Adam, AdamStep, HeadShape, HeadStack, Threads};
 
-/// Hidden units below which a part is not worth a thread of its own.
-const MIN_UNITS_PER_PART: usize = 32;
+/// Hidden units below which a piece is not worth a thread of its own.
+const MIN_UNITS_PER_PIECE: usize = 32;
 
-/// What one part owns.
+/// The batch of one row plan: `rows` embeddings of the stack's dimension, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// `rows x dim` values.
+    pub x: &'a [f32],
+    /// Rows.
+    pub rows: usize,
+}
+
+/// Where head `k`'s cut into `pieces` pieces falls: the boundary before piece `t`.
+fn cut(hidden: usize, pieces: usize, t: usize) -> usize {
+    let u = hidden * t / pieces;
+    // whole SIMD rows where every piece still gets some
+    if t < pieces && hidden >= 16 * pieces {
+        u / 8 * 8
+    } else {
+        u
+    }
+}
+
+/// The number of pieces of a head of `hidden` units on `threads` threads.
+pub fn pieces_of(hidden: usize, threads: usize) -> usize {
+    threads.min(hidden / MIN_UNITS_PER_PIECE).clamp(1, hidden.max(1))
+}
+
+/// A block of one head's hidden units and what it owns.
 #[derive(Debug, Clone)]
-struct Part {
-    /// Fused hidden units.
+struct Piece {
+    head: usize,
+    /// Head-local units.
     units: Range<usize>,
-    /// Heads its units belong to, with the head-local units (rows of that head's W2).
-    heads: Vec<(usize, Range<usize>)>,
-    /// Parameter ranges it owns, in this order: W1ᵀ rows, b1, the W2 rows of each of `heads`,
-    /// then (part 0 only) the b2 of every head.
+    /// The head's first piece (it adds the output biases and owns them).
+    first: bool,
+    /// Parameter ranges it owns: W1ᵀ rows, b1, W2 rows, then (first piece) b2.
     segments: Vec<Range<usize>>,
 }
 
-/// A part's working memory, reused from step to step.
+/// A piece's working memory, reused from step to step.
 #[derive(Debug, Default)]
-struct Scratch {
+struct PieceScratch {
     /// B x units: activations after ReLU.
     hidden: Vec<f32>,
     /// B x units: loss gradient with respect to the activations.
     dhidden: Vec<f32>,
-    /// Every head's logits, head-major (head k's B x M_k block at `logit_offsets[k]·B`).
-    logits: Vec<f32>,
-    /// Loss gradient with respect to `logits`, same layout.
-    dlogits: Vec<f32>,
 }
 
-/// The parameters, gradients and moments one part owns during a step, per segment.
+/// The parameters, gradients and moments one piece owns during a step, per segment.
 struct Owned<'a> {
     params: Vec<&'a mut [f32]>,
     grads: Vec<&'a mut [f32]>,
@@ -60,148 +86,161 @@ struct Owned<'a> {
     v: Vec<&'a mut [f32]>,
 }
 
-/// A training step for one [`HeadStack`] shape: the split of its hidden units into parts and
-/// the parts' working memory.
+/// A thread's part of phase 2: for each head, its rows' loss gradient and loss parts.
+#[derive(Debug, Default)]
+struct RowsOut {
+    /// Per head: dLoss/dlogits of this thread's rows (`rows x M_k`).
+    dlogits: Vec<Vec<f32>>,
+    /// Per head: each of this thread's rows' part of the batch loss.
+    losses: Vec<Vec<f64>>,
+}
+
+/// A training step for one [`HeadStack`] shape and thread count.
 #[derive(Debug)]
 pub struct TrainStep {
-    parts: Vec<Part>,
-    scratch: Vec<Mutex<Scratch>>,
-    /// Each part's share of the logits (head-major, like [`Scratch::logits`]).
+    pieces: Vec<Piece>,
+    /// The pieces each thread works on.
+    threads: Vec<Vec<usize>>,
+    /// Each head's pieces, in unit order.
+    head_pieces: Vec<Vec<usize>>,
+    scratch: Vec<Mutex<PieceScratch>>,
+    /// Each piece's share of its head's logits (`B_k x M_k`).
     shares: Vec<RwLock<Vec<f32>>>,
-    /// Each part's rows of the loss gradient (same layout; the other rows are stale).
-    dlogit_rows: Vec<RwLock<Vec<f32>>>,
-    logit_offsets: Vec<usize>,
-    outputs_total: usize,
+    /// Each thread's output of phase 2.
+    rows_out: Vec<RwLock<RowsOut>>,
+    shapes: Vec<HeadShape>,
     /// Parameters of the stack it was made for.
     params_len: usize,
 }
 
 impl TrainStep {
-    /// A step in as many parts as the current rayon pool has threads, each at least
-    /// 32 hidden units.
+    /// A step for the threads of the current rayon pool.
     pub fn for_pool(stack: &HeadStack) -> Self {
-        let parts = rayon::current_num_threads().min(stack.hidden_total / MIN_UNITS_PER_PART);
-        Self::new(stack, parts)
+        Self::new(stack, rayon::current_num_threads())
     }
 
-    /// A step in `parts` parts (at least 1, at most one per hidden unit). Parts run on separate
-    /// threads when the pool has enough of them, one after the other otherwise; the result
-    /// depends on the number of parts only.
-    pub fn new(stack: &HeadStack, parts: usize) -> Self {
-        let ht = stack.hidden_total;
-        let n = parts.clamp(1, ht.max(1));
-        let bound = |t: usize| {
-            let u = ht * t / n;
-            // whole SIMD rows where every part still gets some
-            if t < n && ht >= 16 * n {
-                u / 8 * 8
-            } else {
-                u
-            }
-        };
+    /// A step over `threads` threads (at least 1). The threads run in parallel when the pool
+    /// has them, one after the other otherwise; the result depends on `threads` only.
+    pub fn new(stack: &HeadStack, threads: usize) -> Self {
+        let threads = threads.max(1);
         let b1 = stack.b1_range();
-        let parts: Vec<Part> = (0..n)
-            .map(|t| {
-                let units = bound(t)..bound(t + 1);
-                let heads: Vec<(usize, Range<usize>)> = (0..stack.len())
-                    .filter_map(|k| {
-                        let (o, h) = (stack.offsets[k], stack.shapes[k].hidden);
-                        let (lo, hi) = (units.start.max(o), units.end.min(o + h));
-                        (lo < hi).then(|| (k, lo - o..hi - o))
-                    })
-                    .collect();
+        let mut pieces = Vec::new();
+        let mut head_pieces = Vec::new();
+        for (k, shape) in stack.shapes.iter().enumerate() {
+            let n = pieces_of(shape.hidden, threads);
+            let mut mine = Vec::with_capacity(n);
+            for t in 0..n {
+                let units = cut(shape.hidden, n, t)..cut(shape.hidden, n, t + 1);
+                let fused = stack.offsets[k] + units.start..stack.offsets[k] + units.end;
+                let (w2, m) = (stack.w2_range(k).start, shape.outputs);
                 let mut segments = vec![
-                    units.start * stack.dim..units.end * stack.dim,
-                    b1.start + units.start..b1.start + units.end,
+                    fused.start * stack.dim..fused.end * stack.dim,
+                    b1.start + fused.start..b1.start + fused.end,
+                    w2 + units.start * m..w2 + units.end * m,
                 ];
-                for (k, rows) in &heads {
-                    let (w2, m) = (stack.w2_range(*k).start, stack.shapes[*k].outputs);
-                    segments.push(w2 + rows.start * m..w2 + rows.end * m);
-                }
                 if t == 0 {
-                    segments.extend((0..stack.len()).map(|k| stack.b2_range(k)));
+                    segments.push(stack.b2_range(k));
                 }
-                Part { units, heads, segments }
-            })
-            .collect();
+                mine.push(pieces.len());
+                pieces.push(Piece { head: k, units, first: t == 0, segments });
+            }
+            head_pieces.push(mine);
+        }
         debug_assert_eq!(
-            parts.iter().flat_map(|p| &p.segments).map(|r| r.len()).sum::<usize>(),
+            pieces.iter().flat_map(|p| &p.segments).map(|r| r.len()).sum::<usize>(),
             stack.params.len(),
-            "the parts own every parameter once"
+            "the pieces own every parameter once"
         );
-        let mut logit_offsets = Vec::with_capacity(stack.len());
-        let mut outputs_total = 0;
-        for s in &stack.shapes {
-            logit_offsets.push(outputs_total);
-            outputs_total += s.outputs;
+        // the largest pieces first, each to the least loaded thread (ties: the lowest)
+        let mut order: Vec<usize> = (0..pieces.len()).collect();
+        order.sort_by_key(|&p| (std::cmp::Reverse(pieces[p].units.len()), p));
+        let mut load = vec![0usize; threads];
+        let mut per_thread: Vec<Vec<usize>> = vec![Vec::new(); threads];
+        for p in order {
+            let t = (0..threads).min_by_key(|&t| (load[t], t)).expect("at least one thread");
+            load[t] += pieces[p].units.len();
+            per_thread[t].push(p);
+        }
+        for list in &mut per_thread {
+            list.sort_unstable();
         }
         Self {
-            scratch: (0..n).map(|_| Mutex::default()).collect(),
-            shares: (0..n).map(|_| RwLock::default()).collect(),
-            dlogit_rows: (0..n).map(|_| RwLock::default()).collect(),
-            parts,
-            logit_offsets,
-            outputs_total,
+            scratch: (0..pieces.len()).map(|_| Mutex::default()).collect(),
+            shares: (0..pieces.len()).map(|_| RwLock::default()).collect(),
+            rows_out: (0..threads).map(|_| RwLock::default()).collect(),
+            pieces,
+            threads: per_thread,
+            head_pieces,
+            shapes: stack.shapes.clone(),
             params_len: stack.params.len(),
         }
     }
 
-    /// Number of parts.
-    pub fn parts(&self) -> usize {
-        self.parts.len()
+    /// Number of threads the step is split over.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
     }
 
-    /// One step on the batch `x` (`b` rows of `stack.dim`): the gradient of every parameter into
-    /// `grad` (one per parameter) and, with `adam`, the update. `loss(k, rows, logits, dlogits)` is
-    /// head k's loss on a range of the batch's rows, given their logits (`rows.len() x M_k`,
-    /// row-major): it writes dLoss/dlogits (normalised as the batch loss is) and returns those
-    /// rows' part of the batch loss, or `None` when no row of the whole batch counts for that
-    /// head (`dlogits` then stays zero). Returns each head's batch loss.
+    /// Number of pieces of head `k`.
+    pub fn pieces(&self, k: usize) -> usize {
+        self.head_pieces[k].len()
+    }
+
+    /// One step. Head `k` trains on `batches[plan_of[k]]`, or sits the step out when
+    /// `plan_of[k]` is `None` (its parameters, moments and step count stay as they are). The
+    /// gradient of every parameter of a training head goes into `grad` (one per parameter) and,
+    /// with `adam`, the update follows. `loss(k, rows, logits, dlogits, row_losses)` is head k's
+    /// loss on a range of its batch's rows, given their logits (`rows.len() x M_k`, row-major):
+    /// it writes dLoss/dlogits and each row's part of the batch loss. Returns each head's batch
+    /// loss (the sum of its rows' parts, in row order), `None` for heads that sat out.
     pub fn run<L>(
         &self,
         stack: &mut HeadStack,
-        x: &[f32],
-        b: usize,
+        batches: &[Batch<'_>],
+        plan_of: &[Option<usize>],
         loss: &L,
         grad: &mut [f32],
         adam: Option<&mut Adam>,
     ) -> Vec<Option<f64>>
     where
-        L: Fn(usize, Range<usize>, &[f32], &mut [f32]) -> Option<f64> + Sync,
+        L: Fn(usize, Range<usize>, &[f32], &mut [f32], &mut [f64]) + Sync,
     {
         assert_eq!(stack.params.len(), self.params_len, "a TrainStep serves the stack shape it was made for");
         assert_eq!(grad.len(), stack.params.len(), "one gradient per parameter");
-        assert!(x.len() >= b * stack.dim, "the batch holds b rows of the embedding dimension");
-        let (update, mut m, mut v) = match adam {
+        assert_eq!(plan_of.len(), stack.len(), "a plan (or none) per head");
+        for b in batches {
+            assert!(b.x.len() >= b.rows * stack.dim, "a batch holds its rows of the embedding dimension");
+        }
+        let active: Vec<Option<Batch<'_>>> = plan_of.iter().map(|p| p.map(|i| batches[i])).collect();
+        let (updates, mut m, mut v) = match adam {
             Some(adam) => {
-                let update = adam.begin_step();
+                let updates: Vec<Option<AdamStep>> =
+                    (0..stack.len()).map(|k| active[k].map(|_| adam.begin_step(k))).collect();
                 let (m, v) = adam.moments_mut();
-                (Some(update), split_segments(m, &self.parts), split_segments(v, &self.parts))
+                (updates, split_segments(m, &self.pieces), split_segments(v, &self.pieces))
             }
             None => (
-                None,
-                self.parts.iter().map(|_| Vec::new()).collect(),
-                self.parts.iter().map(|_| Vec::new()).collect(),
+                vec![None; stack.len()],
+                self.pieces.iter().map(|_| Vec::new()).collect(),
+                self.pieces.iter().map(|_| Vec::new()).collect(),
             ),
         };
-        let HeadStack { dim, shapes, offsets, params, .. } = stack;
-        let mut params = split_segments(params, &self.parts);
-        let mut grads = split_segments(grad, &self.parts);
-        let owned: Vec<Mutex<Owned>> = (0..self.parts.len())
-            .map(|t| {
+        let HeadStack { dim, params, .. } = stack;
+        let mut params = split_segments(params, &self.pieces);
+        let mut grads = split_segments(grad, &self.pieces);
+        let owned: Vec<Mutex<Owned>> = (0..self.pieces.len())
+            .map(|p| {
                 Mutex::new(Owned {
-                    params: std::mem::take(&mut params[t]),
-                    grads: std::mem::take(&mut grads[t]),
-                    m: std::mem::take(&mut m[t]),
-                    v: std::mem::take(&mut v[t]),
+                    params: std::mem::take(&mut params[p]),
+                    grads: std::mem::take(&mut grads[p]),
+                    m: std::mem::take(&mut m[p]),
+                    v: std::mem::take(&mut v[p]),
                 })
             })
             .collect();
-        let ctx = Context { step: self, dim: *dim, shapes, offsets, x, b, update };
-        let lock = |t: usize| owned[t].lock().unwrap_or_else(|e| e.into_inner());
-        let scratch = |t: usize| self.scratch[t].lock().unwrap_or_else(|e| e.into_inner());
+        let ctx = Context { step: self, dim: *dim, active: &active, updates: &updates };
 
-        let n = self.parts.len();
+        let n = self.threads.len();
         let team = match TEAM.try_lock() {
             Ok(g) => Some(g),
             Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
@@ -210,234 +249,187 @@ impl TrainStep {
         if n == 1 || team.is_none() || rayon::current_num_threads() < n {
             // one thread: the phases one after the other
             for t in 0..n {
-                ctx.phase1(t, &lock(t), &mut scratch(t));
+                ctx.phase1(t, &owned);
             }
-            let losses: Vec<_> = (0..n).map(|t| ctx.phase2(t, &mut scratch(t), loss)).collect();
             for t in 0..n {
-                ctx.phase3(t, &mut lock(t), &mut scratch(t));
+                ctx.phase2(t, loss);
             }
-            return sum_losses(losses);
-        }
-        let barriers = [Arrivals::new(n), Arrivals::new(n)];
-        let results = rayon::broadcast(|bc| {
-            let t = bc.index();
-            if t >= n {
-                return None;
+            for t in 0..n {
+                ctx.phase3(t, &owned);
             }
-            let (mut own, mut sc) = (lock(t), scratch(t));
-            // every part arrives at both barriers even after a panic, so none is left waiting
-            let first = catch_unwind(AssertUnwindSafe(|| ctx.phase1(t, &own, &mut sc)));
-            barriers[0].wait();
-            let second = first.and_then(|()| catch_unwind(AssertUnwindSafe(|| ctx.phase2(t, &mut sc, loss))));
-            barriers[1].wait();
-            match second {
-                Ok(losses) => {
-                    ctx.phase3(t, &mut own, &mut sc);
-                    Some(losses)
+        } else {
+            let barriers = [Arrivals::new(n), Arrivals::new(n)];
+            rayon::broadcast(|bc| {
+                let t = bc.index();
+                if t >= n {
+                    return;
                 }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        });
+                // every thread arrives at both barriers even after a panic, so none is left waiting
+                let first = catch_unwind(AssertUnwindSafe(|| ctx.phase1(t, &owned)));
+                barriers[0].wait();
+                let second = first.and_then(|()| catch_unwind(AssertUnwindSafe(|| ctx.phase2(t, loss))));
+                barriers[1].wait();
+                match second {
+                    Ok(()) => ctx.phase3(t, &owned),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            });
+        }
         drop(team);
-        sum_losses(results.into_iter().flatten().collect())
+        ctx.batch_losses()
     }
 }
 
-/// At most one step runs its parts on the pool at a time: two steps broadcast at once could each
-/// hold a thread the other's barrier waits for. A step that finds the team busy runs its parts
-/// on its own thread.
+/// At most one step runs its threads on the pool at a time: two steps broadcast at once could
+/// each hold a thread the other's barrier waits for. A step that finds the team busy runs its
+/// threads' work on its own thread.
 static TEAM: Mutex<()> = Mutex::new(());
 
-/// What the parts of one step share.
+/// What the threads of one step share.
 struct Context<'a> {
     step: &'a TrainStep,
     dim: usize,
-    shapes: &'a [crate::model::HeadShape],
-    offsets: &'a [usize],
-    x: &'a [f32],
-    b: usize,
-    update: Option<AdamStep>,
+    /// Each head's batch this step, or none.
+    active: &'a [Option<Batch<'a>>],
+    /// Each training head's Adam coefficients (with Adam).
+    updates: &'a [Option<AdamStep>],
 }
 
 impl Context<'_> {
-    /// The rows of the batch whose loss part `t` computes.
-    fn batch_rows(&self, t: usize) -> Range<usize> {
-        let n = self.step.parts.len();
-        self.b * t / n..self.b * (t + 1) / n
+    /// The rows of head `k`'s batch whose loss thread `t` computes.
+    fn rows(&self, k: usize, t: usize) -> Range<usize> {
+        let b = self.active[k].map_or(0, |a| a.rows);
+        let n = self.step.threads.len();
+        b * t / n..b * (t + 1) / n
     }
 
-    /// Hidden activations of part `t` and its share of the logits.
-    fn phase1(&self, t: usize, own: &Owned, sc: &mut Scratch) {
-        let part = &self.step.parts[t];
-        let (b, d, w) = (self.b, self.dim, part.units.len());
-        sc.hidden.resize(b * w, 0.0);
-        for row in sc.hidden.chunks_exact_mut(w) {
-            row.copy_from_slice(own.params[1]);
+    /// Hidden activations of thread `t`'s pieces and their shares of the logits.
+    fn phase1(&self, t: usize, owned: &[Mutex<Owned<'_>>]) {
+        for &p in &self.step.threads[t] {
+            let piece = &self.step.pieces[p];
+            let Some(batch) = self.active[piece.head] else { continue };
+            let own = owned[p].lock().unwrap_or_else(|e| e.into_inner());
+            let mut sc = self.step.scratch[p].lock().unwrap_or_else(|e| e.into_inner());
+            let (b, d, w) = (batch.rows, self.dim, piece.units.len());
+            let m = self.step.shapes[piece.head].outputs;
+            sc.hidden.resize(b * w, 0.0);
+            for row in sc.hidden.chunks_exact_mut(w.max(1)) {
+                row.copy_from_slice(own.params[1]);
+            }
+            gemm(Threads::Caller, b, d, w, batch.x, d, 1, own.params[0], 1, d, &mut sc.hidden, w, 1, 1.0);
+            for h in &mut sc.hidden {
+                *h = h.max(0.0);
+            }
+            let mut share = self.step.shares[p].write().unwrap_or_else(|e| e.into_inner());
+            share.clear();
+            share.resize(b * m, 0.0);
+            if piece.first {
+                for row in share.chunks_exact_mut(m.max(1)) {
+                    row.copy_from_slice(own.params[3]);
+                }
+            }
+            gemm(Threads::Caller, b, w, m, &sc.hidden, w, 1, own.params[2], m, 1, &mut share, m, 1, 1.0);
         }
-        gemm(Threads::Caller, b, d, w, self.x, d, 1, own.params[0], 1, d, &mut sc.hidden, w, 1, 1.0);
-        for h in &mut sc.hidden {
-            *h = h.max(0.0);
+    }
+
+    /// The logits of thread `t`'s rows of every head, from the shares in piece order, and the
+    /// loss on them.
+    fn phase2<L>(&self, t: usize, loss: &L)
+    where
+        L: Fn(usize, Range<usize>, &[f32], &mut [f32], &mut [f64]) + Sync,
+    {
+        let heads = self.step.shapes.len();
+        let mut out = self.step.rows_out[t].write().unwrap_or_else(|e| e.into_inner());
+        out.dlogits.resize_with(heads, Vec::new);
+        out.losses.resize_with(heads, Vec::new);
+        let mut z = Vec::new();
+        for k in 0..heads {
+            let rows = self.rows(k, t);
+            let m = self.step.shapes[k].outputs;
+            out.dlogits[k].clear();
+            out.losses[k].clear();
+            if self.active[k].is_none() || rows.is_empty() {
+                continue;
+            }
+            let span = rows.start * m..rows.end * m;
+            z.clear();
+            z.resize(span.len(), 0.0);
+            for &p in &self.step.head_pieces[k] {
+                let share = self.step.shares[p].read().unwrap_or_else(|e| e.into_inner());
+                for (zi, s) in z.iter_mut().zip(&share[span.clone()]) {
+                    *zi += s;
+                }
+            }
+            out.dlogits[k].resize(span.len(), 0.0);
+            out.losses[k].resize(rows.len(), 0.0);
+            let RowsOut { dlogits, losses } = &mut *out;
+            loss(k, rows, &z, &mut dlogits[k], &mut losses[k]);
         }
-        let mut share = self.step.shares[t].write().unwrap_or_else(|e| e.into_inner());
-        share.clear();
-        share.resize(b * self.step.outputs_total, 0.0);
-        if t == 0 {
-            let b2 = &own.params[2 + part.heads.len()..];
-            for (k, bias) in b2.iter().enumerate() {
-                let q = self.step.logit_offsets[k] * b;
-                for row in share[q..q + b * bias.len()].chunks_exact_mut(bias.len().max(1)) {
-                    row.copy_from_slice(bias);
+    }
+
+    /// Thread `t`'s pieces: their head's whole loss gradient, the gradients of their parameters
+    /// and (with Adam) the update.
+    fn phase3(&self, t: usize, owned: &[Mutex<Owned<'_>>]) {
+        let n = self.step.threads.len();
+        let mut assembled: HashMap<usize, Vec<f32>> = HashMap::new();
+        for &p in &self.step.threads[t] {
+            let piece = &self.step.pieces[p];
+            let k = piece.head;
+            let Some(batch) = self.active[k] else { continue };
+            let (b, d, w) = (batch.rows, self.dim, piece.units.len());
+            let m = self.step.shapes[k].outputs;
+            let dz = assembled.entry(k).or_insert_with(|| {
+                let mut dz = Vec::with_capacity(b * m);
+                for s in 0..n {
+                    let theirs = self.step.rows_out[s].read().unwrap_or_else(|e| e.into_inner());
+                    dz.extend_from_slice(&theirs.dlogits[k]);
+                }
+                dz
+            });
+            let mut own = owned[p].lock().unwrap_or_else(|e| e.into_inner());
+            let mut sc = self.step.scratch[p].lock().unwrap_or_else(|e| e.into_inner());
+            let PieceScratch { hidden, dhidden } = &mut *sc;
+            let Owned { params, grads, m: first_moments, v: second_moments } = &mut *own;
+            // dW2 rows = Hᵀ dZ
+            gemm(Threads::Caller, w, b, m, hidden, 1, w, dz, m, 1, grads[2], m, 1, 0.0);
+            // dH = dZ W2_rowsᵀ
+            dhidden.clear();
+            dhidden.resize(b * w, 0.0);
+            gemm(Threads::Caller, b, m, w, dz, m, 1, params[2], 1, m, dhidden, w, 1, 0.0);
+            if piece.first {
+                column_sums(dz, grads[3]);
+            }
+            for (g, h) in dhidden.iter_mut().zip(hidden.iter()) {
+                if *h <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+            // dW1ᵀ rows = dHᵀ X
+            gemm(Threads::Caller, w, b, d, dhidden, 1, w, batch.x, d, 1, grads[0], d, 1, 0.0);
+            column_sums(dhidden, grads[1]);
+            if let Some(update) = &self.updates[k] {
+                let moments = first_moments.iter_mut().zip(second_moments.iter_mut());
+                for ((p, g), (m, v)) in params.iter_mut().zip(grads.iter()).zip(moments) {
+                    update.update(p, g, m, v);
                 }
             }
         }
-        for (i, (k, rows)) in part.heads.iter().enumerate() {
-            let m = self.shapes[*k].outputs;
-            let q = self.step.logit_offsets[*k] * b;
-            let col = self.offsets[*k] + rows.start - part.units.start;
-            let out = &mut share[q..q + b * m];
-            gemm(
-                Threads::Caller,
-                b,
-                rows.len(),
-                m,
-                &sc.hidden[col..],
-                w,
-                1,
-                own.params[2 + i],
-                m,
-                1,
-                out,
-                m,
-                1,
-                1.0,
-            );
-        }
     }
 
-    /// The logits from every share and the loss gradient on part `t`'s rows of the batch.
-    /// Returns those rows' part of each head's batch loss.
-    fn phase2<L>(&self, t: usize, sc: &mut Scratch, loss: &L) -> Vec<Option<f64>>
-    where
-        L: Fn(usize, Range<usize>, &[f32], &mut [f32]) -> Option<f64> + Sync,
-    {
-        let b = self.b;
-        let rows = self.batch_rows(t);
-        sc.logits.clear();
-        sc.logits.resize(b * self.step.outputs_total, 0.0);
-        for share in &self.step.shares {
-            let share = share.read().unwrap_or_else(|e| e.into_inner());
-            for (z, s) in sc.logits.iter_mut().zip(share.iter()) {
-                *z += s;
-            }
-        }
-        let mut mine = self.step.dlogit_rows[t].write().unwrap_or_else(|e| e.into_inner());
-        mine.clear();
-        mine.resize(sc.logits.len(), 0.0);
-        (0..self.shapes.len())
+    /// Each head's batch loss: its rows' parts, summed in row order.
+    fn batch_losses(&self) -> Vec<Option<f64>> {
+        (0..self.step.shapes.len())
             .map(|k| {
-                let m = self.shapes[k].outputs;
-                let at = self.step.logit_offsets[k] * b;
-                let span = at + rows.start * m..at + rows.end * m;
-                loss(k, rows.clone(), &sc.logits[span.clone()], &mut mine[span])
+                self.active[k]?;
+                let mut total = 0f64;
+                for out in &self.step.rows_out {
+                    let out = out.read().unwrap_or_else(|e| e.into_inner());
+                    total = out.losses.get(k).into_iter().flatten().fold(total, |a, l| a + l);
+                }
+                Some(total)
             })
             .collect()
     }
-
-    /// The whole loss gradient from every part's rows, part `t`'s parameter gradients and (with
-    /// Adam) its update.
-    fn phase3(&self, t: usize, own: &mut Owned, sc: &mut Scratch) {
-        let part = &self.step.parts[t];
-        let (b, d, w) = (self.b, self.dim, part.units.len());
-        sc.dlogits.resize(sc.logits.len(), 0.0);
-        for (s, theirs) in self.step.dlogit_rows.iter().enumerate() {
-            let theirs = theirs.read().unwrap_or_else(|e| e.into_inner());
-            let rows = self.batch_rows(s);
-            for (k, shape) in self.shapes.iter().enumerate() {
-                let at = self.step.logit_offsets[k] * b;
-                let span = at + rows.start * shape.outputs..at + rows.end * shape.outputs;
-                sc.dlogits[span.clone()].copy_from_slice(&theirs[span]);
-            }
-        }
-
-        let Owned { params, grads, m: first_moments, v: second_moments } = own;
-        sc.dhidden.clear();
-        sc.dhidden.resize(b * w, 0.0);
-        for (i, (k, rows)) in part.heads.iter().enumerate() {
-            let m = self.shapes[*k].outputs;
-            let q = self.step.logit_offsets[*k] * b;
-            let dz = &sc.dlogits[q..q + b * m];
-            let col = self.offsets[*k] + rows.start - part.units.start;
-            // dW2 rows = H_rowsᵀ dZ_k
-            gemm(
-                Threads::Caller,
-                rows.len(),
-                b,
-                m,
-                &sc.hidden[col..],
-                1,
-                w,
-                dz,
-                m,
-                1,
-                grads[2 + i],
-                m,
-                1,
-                0.0,
-            );
-            // dH_rows = dZ_k W2_rowsᵀ
-            gemm(
-                Threads::Caller,
-                b,
-                m,
-                rows.len(),
-                dz,
-                m,
-                1,
-                params[2 + i],
-                1,
-                m,
-                &mut sc.dhidden[col..],
-                w,
-                1,
-                0.0,
-            );
-        }
-        if t == 0 {
-            let first_b2 = 2 + part.heads.len();
-            for (k, db2) in grads[first_b2..].iter_mut().enumerate() {
-                let q = self.step.logit_offsets[k] * b;
-                column_sums(&sc.dlogits[q..q + b * db2.len()], db2);
-            }
-        }
-        for (g, h) in sc.dhidden.iter_mut().zip(&sc.hidden) {
-            if *h <= 0.0 {
-                *g = 0.0;
-            }
-        }
-        // dW1ᵀ rows = dAᵀ X
-        gemm(Threads::Caller, w, b, d, &sc.dhidden, 1, w, self.x, d, 1, grads[0], d, 1, 0.0);
-        column_sums(&sc.dhidden, grads[1]);
-        if let Some(update) = &self.update {
-            let moments = first_moments.iter_mut().zip(second_moments.iter_mut());
-            for ((p, g), (m, v)) in params.iter_mut().zip(grads.iter()).zip(moments) {
-                update.update(p, g, m, v);
-            }
-        }
-    }
-}
-
-/// Each head's batch loss from the parts' shares of it (in part order).
-fn sum_losses(parts: Vec<Vec<Option<f64>>>) -> Vec<Option<f64>> {
-    let heads = parts.first().map_or(0, Vec::len);
-    (0..heads)
-        .map(|k| {
-            parts.iter().fold(None, |sum, p| match (sum, p[k]) {
-                (None, l) => l,
-                (s, None) => s,
-                (Some(a), Some(l)) => Some(a + l),
-            })
-        })
-        .collect()
 }
 
 /// `out[j] = Σ_i rows[i][j]` over the rows of width `out.len()`.
@@ -453,19 +445,19 @@ fn column_sums(rows: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Splits `data` into each part's segments (which cover it without overlap).
-fn split_segments<'a>(mut data: &'a mut [f32], parts: &[Part]) -> Vec<Vec<&'a mut [f32]>> {
-    let mut order: Vec<(usize, usize, usize)> = parts
+/// Splits `data` into each piece's segments (which cover it without overlap).
+fn split_segments<'a>(mut data: &'a mut [f32], pieces: &[Piece]) -> Vec<Vec<&'a mut [f32]>> {
+    let mut order: Vec<(usize, usize, usize)> = pieces
         .iter()
         .enumerate()
         .flat_map(|(t, p)| p.segments.iter().enumerate().map(move |(i, r)| (r.start, t, i)))
         .collect();
     order.sort_unstable();
     let mut out: Vec<Vec<Option<&'a mut [f32]>>> =
-        parts.iter().map(|p| p.segments.iter().map(|_| None).collect()).collect();
+        pieces.iter().map(|p| p.segments.iter().map(|_| None).collect()).collect();
     let mut at = 0;
     for (start, t, i) in order {
-        let len = parts[t].segments[i].len();
+        let len = pieces[t].segments[i].len();
         let rest = std::mem::take(&mut data);
         let (_, rest) = rest.split_at_mut(start - at);
         let (segment, rest) = rest.split_at_mut(len);
@@ -476,8 +468,8 @@ fn split_segments<'a>(mut data: &'a mut [f32], parts: &[Part]) -> Vec<Vec<&'a mu
     out.into_iter().map(|p| p.into_iter().map(|s| s.expect("every segment is split off")).collect()).collect()
 }
 
-/// A one-use barrier for the parts of a step: nobody leaves before all have arrived. Spins
-/// (the parts run on otherwise idle pool threads), yielding after a while in case a thread was
+/// A one-use barrier for the threads of a step: nobody leaves before all have arrived. Spins
+/// (the threads are otherwise idle pool threads), yielding after a while in case one was
 /// descheduled.
 struct Arrivals {
     n: usize,
@@ -499,6 +491,99 @@ impl Arrivals {
             } else {
                 std::thread::yield_now();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LossKind, LossWeights};
+    use crate::rng::Rng;
+
+    #[test]
+    fn a_head_is_cut_by_its_own_size_and_the_thread_count_only() {
+        let d = 16;
+        let alone = HeadStack::new(d, &[HeadShape { hidden: 128, outputs: 4 }], &[1]);
+        let stack = HeadStack::new(
+            d,
+            &[
+                HeadShape { hidden: 40, outputs: 2 },
+                HeadShape { hidden: 128, outputs: 4 },
+                HeadShape { hidden: 8, outputs: 1 },
+            ],
+            &[9, 1, 3],
+        );
+        for threads in [1, 2, 3, 7] {
+            let a = TrainStep::new(&alone, threads);
+            let s = TrainStep::new(&stack, threads);
+            let cuts = |step: &TrainStep, k: usize| -> Vec<Range<usize>> {
+                step.head_pieces[k].iter().map(|&p| step.pieces[p].units.clone()).collect()
+            };
+            assert_eq!(cuts(&a, 0), cuts(&s, 1), "{threads} threads");
+            assert_eq!(s.pieces(2), 1, "8 units are one piece");
+        }
+        assert_eq!(pieces_of(128, 2), 2);
+        assert_eq!(pieces_of(32, 8), 1);
+        assert_eq!(pieces_of(0, 4), 1);
+    }
+
+    /// Ten Adam steps of head `shape` on its batches, alone or inside a stack.
+    fn train(shapes: &[HeadShape], seeds: &[u64], threads: usize, watch: usize) -> Vec<f32> {
+        let d = 24;
+        let mut stack = HeadStack::new(d, shapes, seeds);
+        let mut rng = Rng::new(5);
+        // two row plans: head `watch` on plan 0, the others on plan 1 (every other step)
+        let batches: Vec<Vec<f32>> =
+            [9usize, 5].iter().map(|&b| (0..b * d).map(|_| rng.uniform(-1.0, 1.0)).collect()).collect();
+        let rows = [9, 5];
+        let w: Vec<LossWeights> = shapes
+            .iter()
+            .map(|s| LossWeights::new(LossKind::ClassWeighted, 40, &vec![7; s.outputs]))
+            .collect();
+        let loss = |k: usize, r: Range<usize>, z: &[f32], dz: &mut [f32], row_losses: &mut [f64]| {
+            let m = w[k].pos.len();
+            for (i, row) in r.clone().enumerate() {
+                let mut l = 0f64;
+                for j in 0..m {
+                    let (li, gi) = w[k].loss_and_grad(j, z[i * m + j], (row + j) % 3 == 0);
+                    l += f64::from(li);
+                    dz[i * m + j] = gi / 9.0;
+                }
+                row_losses[i] = l / 9.0;
+            }
+        };
+        let step = TrainStep::new(&stack, threads);
+        let mut grad = vec![0.0; stack.params.len()];
+        let mut adam = Adam::new(stack.params.len(), 1e-2, stack.len());
+        for s in 0..10 {
+            let batches: Vec<Batch> = batches.iter().zip(rows).map(|(x, rows)| Batch { x, rows }).collect();
+            let plan: Vec<Option<usize>> = (0..stack.len())
+                .map(|k| {
+                    if k == watch {
+                        Some(0)
+                    } else if s % 2 == 0 {
+                        Some(1)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            step.run(&mut stack, &batches, &plan, &loss, &mut grad, Some(&mut adam));
+        }
+        let h = stack.head(watch);
+        [h.w1, h.b1, h.w2, h.b2].concat()
+    }
+
+    #[test]
+    fn a_head_trains_to_the_same_bits_alone_and_beside_others() {
+        let watched = HeadShape { hidden: 64, outputs: 3 };
+        for threads in [1, 2, 3] {
+            let alone = train(&[watched], &[4], threads, 0);
+            let others =
+                [HeadShape { hidden: 96, outputs: 5 }, watched, HeadShape { hidden: 16, outputs: 2 }];
+            let fused = train(&others, &[8, 4, 2], threads, 1);
+            assert_eq!(alone, fused, "{threads} threads");
         }
     }
 }

@@ -1,14 +1,14 @@
-//! Training one or many heads on the same batch plan, fused into one [`HeadStack`].
+//! Training one or many heads, fused into one [`HeadStack`].
 //!
-//! The batch plan (shuffled order of training rows, batch size, epochs) is shared; each head
-//! sees the rows of the plan that its label configuration keeps (rows it drops are masked out of
-//! its loss). After every epoch each head is scored on validation (macro PR AUC) and its best
-//! epoch is kept; thresholds are tuned on validation and metrics reported on test.
+//! Each head trains on the training rows its label configuration keeps, in the order its own
+//! seeded generator draws, in batches of the shared size — exactly what it would do alone, so a
+//! run's result is a function of its configuration, seed and thread count, never of the heads it
+//! was fused with. After every epoch each head is scored on validation (macro PR AUC) and its
+//! best epoch is kept; thresholds are tuned on validation and metrics reported on test.
 
 use std::time::Instant;
 
-use feature_cache::Split;
-use indicatif::ProgressBar;
+use feature_cache::{Progress, Split};
 use serde::Serialize;
 
 use crate::data::{Features, Joined};
@@ -18,7 +18,7 @@ use crate::labels::LabelSpace;
 use crate::metrics::{average_precision, column, roc};
 use crate::model::{Adam, Classifier, HeadShape, HeadStack, LossKind, LossWeights};
 use crate::rng::Rng;
-use crate::step::TrainStep;
+use crate::step::{Batch, TrainStep};
 
 /// One label configuration to train.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl Default for TrainSettings {
 }
 
 /// One epoch of one head.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EpochLog {
     /// 1-based epoch.
     pub epoch: usize,
@@ -101,6 +101,8 @@ pub struct TrainedHead {
     pub test_targets: Vec<bool>,
     /// Training rows this head used.
     pub train_rows: usize,
+    /// Joined images this head left out for having none of its labels (`empty = drop`).
+    pub dropped: usize,
     /// Wall-clock seconds of the fused training (shared by every head of the stack).
     pub seconds: f64,
 }
@@ -122,19 +124,17 @@ fn dense_targets(labels: &LabelSpace, rows: &[(usize, usize)]) -> Vec<bool> {
     y
 }
 
-/// Probabilities of every head of `stack` on `rows` (feature rows), in chunks.
-fn predict_stack(stack: &HeadStack, features: &Features, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
-    let mut out: Vec<Vec<f32>> = stack.shapes.iter().map(|s| vec![0.0; rows.len() * s.outputs]).collect();
-    let mut hidden = Vec::new();
-    let mut logits: Vec<Vec<f32>> = vec![Vec::new(); stack.len()];
+/// Probabilities of head `k` of `stack` on `rows` (feature rows), row-major `rows.len() x M_k`,
+/// in chunks of 4096 rows: the same products whatever other heads the stack holds.
+fn predict_head(stack: &HeadStack, k: usize, features: &Features, rows: &[usize]) -> Result<Vec<f32>> {
+    let m = stack.shapes[k].outputs;
+    let mut out = vec![0f32; rows.len() * m];
+    let (mut hidden, mut logits) = (Vec::new(), Vec::new());
     features.for_rows(rows, 4096, |x, positions| {
-        stack.forward(x, positions.len(), &mut hidden, &mut logits);
-        for ((o, l), s) in out.iter_mut().zip(&logits).zip(&stack.shapes) {
-            let m = s.outputs;
-            for (i, &p) in positions.iter().enumerate() {
-                for (dst, &z) in o[p * m..(p + 1) * m].iter_mut().zip(&l[i * m..(i + 1) * m]) {
-                    *dst = crate::model::sigmoid(z);
-                }
+        stack.forward_head(k, x, positions.len(), &mut hidden, &mut logits);
+        for (i, &p) in positions.iter().enumerate() {
+            for (dst, &z) in out[p * m..(p + 1) * m].iter_mut().zip(&logits[i * m..(i + 1) * m]) {
+                *dst = crate::model::sigmoid(z);
             }
         }
         Ok(())
@@ -156,15 +156,33 @@ pub(crate) fn predict_rows(classifier: &Classifier, features: &Features, rows: &
     Ok(out)
 }
 
-/// Trains `jobs` fused on one batch plan and evaluates each on test.
+/// Which jobs train on the same rows: jobs whose label configurations keep the same table rows
+/// share one row plan (and one gathered batch per step).
+pub fn plan_groups(jobs: &[HeadJob]) -> Vec<usize> {
+    let mut keys: Vec<Vec<bool>> = Vec::new();
+    jobs.iter()
+        .map(|j| {
+            let key: Vec<bool> = j.labels.targets.iter().map(Option::is_some).collect();
+            keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                keys.push(key);
+                keys.len() - 1
+            })
+        })
+        .collect()
+}
+
+/// Trains `jobs` fused and evaluates each on test. Each job trains on its own rows in its own
+/// order — the batches, updates and results it would have trained alone, bit for bit — while
+/// the stack shares the loaded embeddings, the batches of jobs with equal rows, and one wake-up
+/// of the thread pool per step. A streamed cache fuses only jobs with equal rows.
 pub fn train_fused(
     features: &Features,
     joined: &Joined,
     jobs: &[HeadJob],
     settings: &TrainSettings,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Vec<TrainedHead>> {
-    // on a thread of the pool, so that each training step's parts start without waking the
+    // on a thread of the pool, so that each training step's threads start without waking the
     // calling thread (see `TrainStep::run`)
     rayon::scope(|_| train_fused_on_pool(features, joined, jobs, settings, progress))
 }
@@ -174,7 +192,7 @@ fn train_fused_on_pool(
     joined: &Joined,
     jobs: &[HeadJob],
     settings: &TrainSettings,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Vec<TrainedHead>> {
     let start = Instant::now();
     if jobs.is_empty() {
@@ -183,19 +201,30 @@ fn train_fused_on_pool(
     if settings.batch_size == 0 || settings.epochs == 0 {
         return Err(TrainError::Config("batch_size and epochs must be positive".into()));
     }
-    let kept = |k: usize| move |tr: usize| jobs[k].labels.targets[tr].is_some();
-    let any_kept = |tr: usize| jobs.iter().any(|j| j.labels.targets[tr].is_some());
-    let mut plan: Vec<(usize, usize)> = split_rows(joined, Split::Train, &any_kept);
-    if plan.is_empty() {
-        return Err(TrainError::Data("the training split is empty after label selection".into()));
+    let group_of = plan_groups(jobs);
+    let groups = group_of.iter().max().map_or(0, |g| g + 1);
+    // the first job of each group stands for its rows
+    let first: Vec<usize> =
+        (0..groups).map(|g| group_of.iter().position(|&x| x == g).expect("a member")).collect();
+    if features.is_streamed() && groups > 1 {
+        return Err(TrainError::Data(
+            "a streamed cache trains heads with different rows one stack at a time".into(),
+        ));
     }
-    // weights of each head's loss from its own training rows
+    let kept = |k: usize| move |tr: usize| jobs[k].labels.targets[tr].is_some();
+    let mut plans: Vec<Vec<(usize, usize)>> =
+        first.iter().map(|&k| split_rows(joined, Split::Train, &kept(k))).collect();
+    if let Some(g) = plans.iter().position(Vec::is_empty) {
+        return Err(TrainError::Data(format!(
+            "run `{}`: the training split is empty after label selection",
+            jobs[first[g]].name
+        )));
+    }
+    let train_rows: Vec<usize> = group_of.iter().map(|&g| plans[g].len()).collect();
     let weights: Vec<LossWeights> = jobs
         .iter()
-        .map(|j| {
-            let n = plan.iter().filter(|r| j.labels.targets[r.1].is_some()).count();
-            LossWeights::new(j.loss, n, &j.labels.train_counts)
-        })
+        .zip(&train_rows)
+        .map(|(j, &n)| LossWeights::new(j.loss, n, &j.labels.train_counts))
         .collect();
     let shapes: Vec<HeadShape> =
         jobs.iter().map(|j| HeadShape { hidden: j.hidden, outputs: j.labels.len() }).collect();
@@ -204,70 +233,72 @@ fn train_fused_on_pool(
     let mut best = stack.clone();
     let mut best_score: Vec<Option<f64>> = vec![None; jobs.len()];
     let mut best_epoch = vec![0usize; jobs.len()];
-    let mut adam = Adam::new(stack.params.len(), settings.learning_rate);
+    let mut adam = Adam::new(stack.params.len(), settings.learning_rate, jobs.len());
     let mut grad = vec![0f32; stack.params.len()];
 
+    // validation rows and targets of each group (equal rows, equal splits)
     let val: Vec<Vec<(usize, usize)>> =
-        (0..jobs.len()).map(|k| split_rows(joined, Split::Val, &kept(k))).collect();
-    let val_union: Vec<usize> = split_rows(joined, Split::Val, &any_kept).iter().map(|r| r.0).collect();
-    let val_pos: Vec<Vec<usize>> = {
-        // position of each head's val rows inside val_union
-        let index: std::collections::HashMap<usize, usize> =
-            val_union.iter().enumerate().map(|(i, &r)| (r, i)).collect();
-        val.iter().map(|rows| rows.iter().map(|r| index[&r.0]).collect()).collect()
-    };
+        first.iter().map(|&k| split_rows(joined, Split::Val, &kept(k))).collect();
+    let val_features: Vec<Vec<usize>> = val.iter().map(|rows| rows.iter().map(|r| r.0).collect()).collect();
     let val_y: Vec<Vec<bool>> =
-        jobs.iter().zip(&val).map(|(j, rows)| dense_targets(&j.labels, rows)).collect();
+        jobs.iter().zip(&group_of).map(|(j, &g)| dense_targets(&j.labels, &val[g])).collect();
 
-    let batches_per_epoch = plan.len().div_ceil(settings.batch_size);
-    progress.set_length((settings.epochs * batches_per_epoch) as u64);
-    let mut rng = Rng::new(settings.seed);
+    let bs = settings.batch_size;
+    let steps_per_epoch = plans.iter().map(|p| p.len().div_ceil(bs)).max().unwrap_or(0);
+    progress.start("training", (settings.epochs * steps_per_epoch) as u64, "batches");
+    // every plan draws its order from the seed as a lone run's would
+    let mut rngs: Vec<Rng> = plans.iter().map(|_| Rng::new(settings.seed)).collect();
     let mut history: Vec<Vec<EpochLog>> = vec![Vec::new(); jobs.len()];
     let step = TrainStep::for_pool(&stack);
 
     for epoch in 1..=settings.epochs {
         let mut loss_sum = vec![0f64; jobs.len()];
         let mut loss_batches = vec![0usize; jobs.len()];
-        features.for_each_batch_of_epoch(&mut plan, settings.batch_size, &mut rng, |x, batch| {
-            // head k's loss on rows of the batch: rows without a label set count for nothing
-            let loss = |k: usize, rows: std::ops::Range<usize>, z: &[f32], dz: &mut [f32]| {
-                let job = &jobs[k];
-                let m = job.labels.len();
-                let valid = batch.iter().filter(|r| job.labels.targets[r.1].is_some()).count();
-                if valid == 0 {
-                    return None;
+        features.for_each_step_of_epoch(&mut plans, &mut rngs, bs, |step_batches| {
+            let mut batches = Vec::with_capacity(step_batches.len());
+            let mut index_of = vec![None; step_batches.len()];
+            for (g, b) in step_batches.iter().enumerate() {
+                if let Some((x, rows)) = b {
+                    index_of[g] = Some(batches.len());
+                    batches.push(Batch { x, rows: rows.len() });
                 }
-                let norm = 1.0 / (valid * m) as f32;
-                let mut loss = 0f64;
-                for (i, r) in batch[rows].iter().enumerate() {
-                    let Some(t) = job.labels.targets[r.1].as_deref() else { continue };
-                    let (z, g) = (&z[i * m..(i + 1) * m], &mut dz[i * m..(i + 1) * m]);
-                    let mut pos = t.iter().peekable();
-                    for j in 0..m {
-                        let y = pos.next_if(|&&p| p as usize == j).is_some();
-                        let (l, d) = weights[k].loss_and_grad(j, z[j], y);
-                        loss += f64::from(l);
-                        g[j] = d * norm;
+            }
+            let plan_of: Vec<Option<usize>> = group_of.iter().map(|&g| index_of[g]).collect();
+            // head k's loss on rows of its batch, normalised by its batch: every row counts
+            let loss =
+                |k: usize, rows: std::ops::Range<usize>, z: &[f32], dz: &mut [f32], row_loss: &mut [f64]| {
+                    let job = &jobs[k];
+                    let batch = step_batches[group_of[k]].expect("a head that trains has a batch").1;
+                    let m = job.labels.len();
+                    let norm = 1.0 / (batch.len() * m) as f32;
+                    for (i, r) in batch[rows].iter().enumerate() {
+                        let t = job.labels.targets[r.1].as_deref().expect("a plan holds only kept rows");
+                        let (z, g) = (&z[i * m..(i + 1) * m], &mut dz[i * m..(i + 1) * m]);
+                        let mut pos = t.iter().peekable();
+                        let mut l = 0f64;
+                        for j in 0..m {
+                            let y = pos.next_if(|&&p| p as usize == j).is_some();
+                            let (lj, d) = weights[k].loss_and_grad(j, z[j], y);
+                            l += f64::from(lj);
+                            g[j] = d * norm;
+                        }
+                        row_loss[i] = l * f64::from(norm);
                     }
-                }
-                Some(loss * f64::from(norm))
-            };
-            let losses = step.run(&mut stack, x, batch.len(), &loss, &mut grad, Some(&mut adam));
+                };
+            let losses = step.run(&mut stack, &batches, &plan_of, &loss, &mut grad, Some(&mut adam));
             for (k, l) in losses.into_iter().enumerate() {
                 if let Some(l) = l {
                     loss_sum[k] += l;
                     loss_batches[k] += 1;
                 }
             }
-            progress.inc(1);
+            progress.advance(1);
             Ok(())
         })?;
-        // validation
-        let probs = predict_stack(&stack, features, &val_union)?;
+        // validation: each head on its own rows
         for (k, job) in jobs.iter().enumerate() {
             let m = job.labels.len();
-            let p: Vec<f32> =
-                val_pos[k].iter().flat_map(|&i| probs[k][i * m..(i + 1) * m].iter().copied()).collect();
+            let p = predict_head(&stack, k, features, &val_features[group_of[k]])?;
             let (auc_pr, auc_roc, val_loss) = macro_scores(&p, &val_y[k], m, &weights[k]);
             history[k].push(EpochLog {
                 epoch,
@@ -288,7 +319,6 @@ fn train_fused_on_pool(
                 best.copy_head_from(&stack, k);
             }
         }
-        progress.set_message(format!("epoch {epoch}/{}", settings.epochs));
     }
 
     // thresholds on validation, metrics on test, with each head's best epoch
@@ -300,7 +330,7 @@ fn train_fused_on_pool(
                 classifier: Classifier::Mlp(best.head(k)),
                 history: std::mem::take(&mut history[k]),
                 best_epoch: best_epoch[k],
-                train_rows: plan.iter().filter(|r| job.labels.targets[r.1].is_some()).count(),
+                train_rows: train_rows[k],
                 seconds,
             };
             finish_head(features, joined, job, fitted, settings)
@@ -372,6 +402,7 @@ pub(crate) fn finish_head(
         test_probs,
         test_targets,
         train_rows: fitted.train_rows,
+        dropped: joined.rows.iter().filter(|r| !kept(r.1)).count(),
         seconds: fitted.seconds,
     })
 }

@@ -1,124 +1,182 @@
 //! Finite-difference check of the analytic gradients of every loss, through a fused stack of
-//! two heads of different shapes, with the training step split into 1, 2 and 3 parts; and the
-//! split step run on threads against the same step run on one.
+//! two heads of different shapes on different batches, with the step split over 1, 2 and 3
+//! threads (so heads are cut into 1, 2 and 3 pieces); and the split step run on threads against
+//! the same step run on one.
+
+use std::ops::Range;
 
 use head_trainer::model::{Adam, HeadShape, HeadStack, LossKind, LossWeights};
 use head_trainer::rng::Rng;
-use head_trainer::step::TrainStep;
+use head_trainer::step::{Batch, TrainStep};
 
-fn total_loss(stack: &HeadStack, x: &[f32], b: usize, y: &[Vec<bool>], w: &[LossWeights]) -> f64 {
-    let (mut hidden, mut logits) = (Vec::new(), vec![Vec::new(); stack.len()]);
-    stack.forward(x, b, &mut hidden, &mut logits);
-    let mut total = 0.0;
+/// Two batches (5 and 4 rows): head 0 trains on the first, head 1 on the second.
+struct Data {
+    d: usize,
+    x: [Vec<f32>; 2],
+    rows: [usize; 2],
+    y: Vec<Vec<bool>>,
+    w: Vec<LossWeights>,
+}
+
+impl Data {
+    fn new(d: usize, shapes: &[HeadShape], kind: LossKind, rng: &mut Rng) -> Self {
+        let rows = [5, 4];
+        let x = rows.map(|b| (0..b * d).map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<f32>>());
+        let y = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (0..rows[k] * s.outputs).map(|_| rng.next_f64() < 0.4).collect())
+            .collect();
+        let w = shapes
+            .iter()
+            .map(|s| LossWeights::new(kind, 20, &(0..s.outputs).map(|j| 3 + 2 * j).collect::<Vec<_>>()))
+            .collect();
+        Self { d, x, rows, y, w }
+    }
+
+    fn batches(&self) -> Vec<Batch<'_>> {
+        (0..2).map(|i| Batch { x: &self.x[i], rows: self.rows[i] }).collect()
+    }
+
+    /// The mean loss of head k on `rows` of its batch, as `TrainStep::run` wants it.
+    fn loss(&self) -> impl Fn(usize, Range<usize>, &[f32], &mut [f32], &mut [f64]) + Sync + '_ {
+        move |k, rows, z, dz, row_losses| {
+            let (m, b) = (self.w[k].pos.len(), self.rows[k]);
+            let norm = 1.0 / (b * m) as f32;
+            for (i, row) in rows.enumerate() {
+                let mut l = 0f64;
+                for j in 0..m {
+                    let (lj, d) = self.w[k].loss_and_grad(j, z[i * m + j], self.y[k][row * m + j]);
+                    l += f64::from(lj);
+                    dz[i * m + j] = d * norm;
+                }
+                row_losses[i] = l * f64::from(norm);
+            }
+        }
+    }
+
+    /// The sum of both heads' mean losses, computed directly from the forward pass.
+    fn total_loss(&self, stack: &HeadStack) -> f64 {
+        let (mut hidden, mut logits) = (Vec::new(), Vec::new());
+        let mut total = 0.0;
+        for (k, s) in stack.shapes.iter().enumerate() {
+            stack.forward_head(k, &self.x[k], self.rows[k], &mut hidden, &mut logits);
+            let m = s.outputs;
+            let n = self.rows[k] * m;
+            let l: f64 =
+                (0..n).map(|i| f64::from(self.w[k].loss_and_grad(i % m, logits[i], self.y[k][i]).0)).sum();
+            total += l / n as f64;
+        }
+        let _ = self.d;
+        total
+    }
+}
+
+/// W1 and b1 entries of hidden units whose pre-activation, for some row of their head's batch,
+/// lies so close to the ReLU's kink that a finite difference of `eps` crosses it: there the
+/// numeric derivative is not the derivative.
+fn parameters_at_a_kink(stack: &HeadStack, data: &Data, eps: f32) -> std::collections::HashSet<usize> {
+    let d = stack.dim;
+    let mut out = std::collections::HashSet::new();
     for (k, s) in stack.shapes.iter().enumerate() {
-        let m = s.outputs;
-        let mut l = 0.0;
-        for i in 0..b * m {
-            l += f64::from(w[k].loss_and_grad(i % m, logits[k][i], y[k][i]).0);
+        for h in 0..s.hidden {
+            let unit = stack.offsets[k] + h;
+            let w = &stack.params[unit * d..(unit + 1) * d];
+            let b = stack.params[stack.b1_range().start + unit];
+            let close = data.x[k].chunks_exact(d).any(|x| {
+                let pre: f32 = b + x.iter().zip(w).map(|(a, b)| a * b).sum::<f32>();
+                // one parameter moves at a time: a pre-activation by at most eps · max(1, |x_d|)
+                let reach: f32 = eps * x.iter().fold(1f32, |m, v| m.max(v.abs()));
+                pre.abs() < 2.0 * reach
+            });
+            if close {
+                out.extend(unit * d..(unit + 1) * d);
+                out.insert(stack.b1_range().start + unit);
+            }
         }
-        total += l / (b * m) as f64;
     }
-    total
+    out
 }
 
-/// The mean loss of head k on `rows` of the batch, as `TrainStep::run` wants it.
-fn batch_loss<'a>(
-    y: &'a [Vec<bool>],
-    w: &'a [LossWeights],
-    b: usize,
-) -> impl Fn(usize, std::ops::Range<usize>, &[f32], &mut [f32]) -> Option<f64> + Sync + 'a {
-    move |k, rows, z, dz| {
-        let m = w[k].pos.len();
-        let norm = 1.0 / (b * m) as f32;
-        let mut loss = 0.0;
-        for (i, (z, g)) in z.iter().zip(dz.iter_mut()).enumerate() {
-            let at = rows.start * m + i;
-            let (l, d) = w[k].loss_and_grad(at % m, *z, y[k][at]);
-            loss += f64::from(l);
-            *g = d * norm;
-        }
-        Some(loss * f64::from(norm))
-    }
-}
+const SHAPES: [HeadShape; 2] = [HeadShape { hidden: 64, outputs: 3 }, HeadShape { hidden: 96, outputs: 2 }];
 
 #[test]
 fn analytic_gradients_match_finite_differences() {
     for kind in [LossKind::Bce, LossKind::ClassWeighted, LossKind::PosWeight, LossKind::Focal] {
-        for parts in [1, 2, 3] {
-            let (d, b) = (7, 5);
-            let shapes = [HeadShape { hidden: 4, outputs: 3 }, HeadShape { hidden: 6, outputs: 2 }];
-            let mut stack = HeadStack::new(d, &shapes, &[1, 2]);
+        for threads in [1, 2, 3] {
+            let d = 7;
+            let mut stack = HeadStack::new(d, &SHAPES, &[1, 2]);
             let mut rng = Rng::new(9);
             // non-zero biases so every ReLU branch is exercised away from its kink
             for p in &mut stack.params {
                 *p += rng.uniform(-0.3, 0.3);
             }
-            let x: Vec<f32> = (0..b * d).map(|_| rng.uniform(-1.0, 1.0)).collect();
-            let y: Vec<Vec<bool>> =
-                shapes.iter().map(|s| (0..b * s.outputs).map(|_| rng.next_f64() < 0.4).collect()).collect();
-            let w: Vec<LossWeights> = shapes
-                .iter()
-                .map(|s| LossWeights::new(kind, 20, &(0..s.outputs).map(|j| 3 + 2 * j).collect::<Vec<_>>()))
-                .collect();
-
-            let step = TrainStep::new(&stack, parts);
-            assert_eq!(step.parts(), parts);
+            let data = Data::new(d, &SHAPES, kind, &mut rng);
+            let step = TrainStep::new(&stack, threads);
+            assert_eq!(
+                step.pieces(1),
+                threads.min(3),
+                "96 units are cut in as many pieces as threads, up to 3"
+            );
             let mut grad = vec![0.0; stack.params.len()];
             let before = stack.params.clone();
-            let losses = step.run(&mut stack, &x, b, &batch_loss(&y, &w, b), &mut grad, None);
+            let losses =
+                step.run(&mut stack, &data.batches(), &[Some(0), Some(1)], &data.loss(), &mut grad, None);
             assert_eq!(stack.params, before, "without Adam the step leaves the parameters alone");
             let expected: f64 = losses.iter().map(|l| l.expect("every head has rows")).sum();
-            let reference = total_loss(&stack, &x, b, &y, &w);
+            let reference = data.total_loss(&stack);
             assert!(
                 (expected - reference).abs() < 1e-5,
-                "{kind}, {parts} parts: loss {expected} vs {reference}"
+                "{kind}, {threads} threads: loss {expected} vs {reference}"
             );
 
             let eps = 1e-3f32;
+            let near_kink = parameters_at_a_kink(&stack, &data, eps);
+            assert!(near_kink.len() < stack.params.len() / 20, "most parameters are checked");
             let mut worst = 0f64;
             for (i, &analytic) in grad.iter().enumerate() {
                 let orig = stack.params[i];
                 stack.params[i] = orig + eps;
-                let up = total_loss(&stack, &x, b, &y, &w);
+                let up = data.total_loss(&stack);
                 stack.params[i] = orig - eps;
-                let down = total_loss(&stack, &x, b, &y, &w);
+                let down = data.total_loss(&stack);
                 stack.params[i] = orig;
                 let numeric = (up - down) / (2.0 * f64::from(eps));
                 let analytic = f64::from(analytic);
-                let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs()).max(1e-3);
-                worst = worst.max(err);
+                // relative, with a floor: an f32 forward pass leaves ~1e-4 of noise in a central
+                // difference at eps = 1e-3, which only large gradients dwarf
+                let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs()).max(1e-2);
+                if !near_kink.contains(&i) {
+                    worst = worst.max(err);
+                }
             }
-            assert!(worst < 2e-2, "{kind}, {parts} parts: worst relative gradient error {worst}");
+            assert!(worst < 2e-2, "{kind}, {threads} threads: worst relative gradient error {worst}");
         }
     }
 }
 
-/// Ten Adam steps of a stack split in `parts`, on a pool of `threads` threads.
-fn train_ten_steps(parts: usize, threads: usize) -> Vec<f32> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
-    train_ten_steps_on(parts, &pool)
-}
-
-/// Ten Adam steps of a stack split in `parts`, on `pool`.
-fn train_ten_steps_on(parts: usize, pool: &rayon::ThreadPool) -> Vec<f32> {
-    let (d, b) = (40, 16);
-    let shapes = [HeadShape { hidden: 24, outputs: 3 }, HeadShape { hidden: 40, outputs: 5 }];
-    let mut stack = HeadStack::new(d, &shapes, &[3, 4]);
-    let mut rng = Rng::new(5);
-    let x: Vec<f32> = (0..b * d).map(|_| rng.uniform(-1.0, 1.0)).collect();
-    let y: Vec<Vec<bool>> =
-        shapes.iter().map(|s| (0..b * s.outputs).map(|_| rng.next_f64() < 0.3).collect()).collect();
-    let w: Vec<LossWeights> =
-        shapes.iter().map(|s| LossWeights::new(LossKind::ClassWeighted, 50, &vec![10; s.outputs])).collect();
+/// Ten Adam steps of the stack split over `threads`, on `pool`.
+fn train_ten_steps_on(threads: usize, pool: &rayon::ThreadPool) -> Vec<f32> {
+    let d = 40;
+    let mut stack = HeadStack::new(d, &SHAPES, &[3, 4]);
+    let data = Data::new(d, &SHAPES, LossKind::ClassWeighted, &mut Rng::new(5));
     pool.install(|| {
-        let step = TrainStep::new(&stack, parts);
+        let step = TrainStep::new(&stack, threads);
         let mut grad = vec![0.0; stack.params.len()];
-        let mut adam = Adam::new(stack.params.len(), 1e-2);
-        for _ in 0..10 {
-            step.run(&mut stack, &x, b, &batch_loss(&y, &w, b), &mut grad, Some(&mut adam));
+        let mut adam = Adam::new(stack.params.len(), 1e-2, 2);
+        for s in 0..10 {
+            // head 1 sits every third step out: its Adam steps are its own
+            let plan = [Some(0), (s % 3 != 2).then_some(1)];
+            step.run(&mut stack, &data.batches(), &plan, &data.loss(), &mut grad, Some(&mut adam));
         }
+        assert_eq!((adam.steps(0), adam.steps(1)), (10, 7));
     });
     stack.params
+}
+
+fn train_ten_steps(threads: usize, pool_threads: usize) -> Vec<f32> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(pool_threads).build().expect("a thread pool");
+    train_ten_steps_on(threads, &pool)
 }
 
 #[test]
@@ -130,23 +188,15 @@ fn a_step_split_over_threads_gives_the_bits_of_the_same_split_on_one_thread() {
     for (a, b) in whole.iter().zip(&on_threads) {
         assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
     }
-    assert_ne!(
-        whole,
-        HeadStack::new(
-            40,
-            &[HeadShape { hidden: 24, outputs: 3 }, HeadShape { hidden: 40, outputs: 5 }],
-            &[3, 4]
-        )
-        .params
-    );
+    assert_ne!(whole, HeadStack::new(40, &SHAPES, &[3, 4]).params);
 }
 
 #[test]
 fn concurrent_trainings_on_one_pool_neither_deadlock_nor_change_results() {
-    // four trainings at once on one 2-thread pool: only one step at a time spreads its parts over
+    // four trainings at once on one 2-thread pool: only one step at a time spreads its work over
     // the pool's threads (two could each hold a thread the other's barrier waits for — a
     // timing-dependent hang this test would show as one, not as a failure); the others run their
-    // parts in turn, which must give the same bits
+    // threads' work in turn, which must give the same bits
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a thread pool");
     let expected = train_ten_steps(2, 1);
     std::thread::scope(|scope| {

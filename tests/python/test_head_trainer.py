@@ -111,12 +111,19 @@ def test_head_beats_chance_and_writes_every_artefact(run):
 
 def test_rerun_is_identical(dataset, run, tmp_path):
     out, metrics = run
-    again = train(dataset / "cache", dataset / "labels_split.parquet", tmp_path / "again", "--column", "topics",
+    # the same run name: metrics.json holds nothing that depends on the machine's speed
+    again_dir = tmp_path / out.name
+    again = train(dataset / "cache", dataset / "labels_split.parquet", again_dir, "--column", "topics",
                   "--epochs", "4", "--empty", "negative")
-    for m in (metrics, again):
-        m.pop("train_seconds"), m.pop("run")
-    assert again == metrics
-    assert (tmp_path / "again" / "head.safetensors").read_bytes() == (out / "head.safetensors").read_bytes()
+    assert "train_seconds" not in again and again == metrics
+    for f in ["metrics.json", "head.safetensors"]:
+        assert (again_dir / f).read_bytes() == (out / f).read_bytes(), f
+    assert json.loads((again_dir / "training.json").read_text())["train_seconds"] > 0
+    # a run directory is never overwritten by accident
+    proc = subprocess.run([str(release_binary("head-trainer")), "train", "--embeddings", str(dataset / "cache"),
+                           "--labels", str(dataset / "labels_split.parquet"), "--out", str(again_dir),
+                           "--column", "topics", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "already exists" in proc.stderr and "--overwrite" in proc.stderr
 
 
 def test_predict_and_model_identity_check(dataset, run, tmp_path):
@@ -185,3 +192,29 @@ def test_linear_probe_equals_sklearn_logistic_regression(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr
     full = dict(zip(*pq.read_table(p).select(["id", f"p:{labels[0]}"]).to_pydict().values()))
     np.testing.assert_allclose([full[i] for i in pred["id"]], pred[f"p:{labels[0]}"], atol=1e-6)
+
+
+def test_what_a_user_should_know_is_said_on_the_terminal(dataset, tmp_path):
+    def run(*extra, labels=dataset / "labels.parquet"):
+        cmd = [str(release_binary("head-trainer")), "train", "--embeddings", str(dataset / "cache"), "--labels",
+               str(labels), "--out", str(tmp_path / f"r{len(list(tmp_path.iterdir()))}"), "--column", "topics",
+               "--epochs", "1", "--quiet", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    # labelled ids the cache lacks: how many, and a few of them
+    t = pq.read_table(dataset / "labels.parquet").to_pylist()
+    extra = [{"id": f"not-extracted-{i}", "topics": ["topic00"]} for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(t + extra), tmp_path / "more.parquet")
+    proc = run(labels=tmp_path / "more.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 of 6003 labelled ids have no embedding in the cache (e.g. not-extracted-0, not-extracted-1" in proc.stderr
+    # settings that cannot train are refused by name, before any work
+    for extra_args, message in [
+        (["--hidden", "0"], "hidden = 0"),
+        (["--top-k", "0"], "top_k = 0"),
+        (["--probe-alpha", "2"], "--probe-alpha and --probe-max-iterations set the linear probe"),
+        (["--labels-list", "topic00,rare", "--min-count", "100"], "fewer than 100 training images: rare (84 training"),
+    ]:
+        proc = run(*extra_args, labels=dataset / "labels_split.parquet")
+        assert proc.returncode != 0 and message in proc.stderr, (extra_args, proc.stderr)
+        assert "panicked" not in proc.stderr

@@ -69,3 +69,71 @@ def test_the_extractor_killed_anywhere_resumes_to_the_same_cache(shards, tmp_pat
     info = json.loads(subprocess.run([str(release_binary("extractor")), "info", str(out), "--json"],
                                      capture_output=True, text=True, check=True).stdout)
     assert info["duplicates"] == 0 and info["embedded_and_failed"] == 0
+
+
+SWEEP = """embeddings = "cache"
+labels = "labels.parquet"
+[defaults]
+train = { epochs = 4, batch_size = 32 }
+[[run]]
+name = "all"
+column = "topics"
+[[run]]
+name = "top3"
+column = "topics"
+top_k = 3
+[[run]]
+name = "pair"
+column = "topics"
+labels = ["topic00", "topic01"]
+hidden = 64
+[[run]]
+name = "probe"
+column = "topics"
+top_k = 3
+model = "linear"
+"""
+
+SWEEP_TRIALS = 22
+
+
+def sweep_cmd(sweep, out):
+    return [str(release_binary("head-trainer")), "sweep", str(sweep), "--out", str(out), "--quiet"]
+
+
+def sweep_result(out):
+    """Every run's bits and the summary without its timing columns."""
+    runs = {}
+    for name in ["all", "top3", "pair", "probe"]:
+        runs[name] = {f: (out / name / f).read_bytes() for f in ["metrics.json", "head.safetensors"]}
+    rows = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("train_seconds"), r.pop("fused_with")
+    return runs, rows
+
+
+def test_a_sweep_killed_anywhere_resumes_to_the_same_result(tmp_path):
+    d = tmp_path / "data"
+    subprocess.run([sys.executable, str(ROOT / "scripts/make_synthetic_cache.py"), str(d), "--n", "3000", "--dim", "48",
+                    "--labels", "5", "--seed", "1", "--signal", "0.5"], check=True, capture_output=True)
+    sweep = d / "sweep.toml"
+    sweep.write_text(SWEEP)
+    reference = tmp_path / "reference"
+    start = time.monotonic()
+    subprocess.run(sweep_cmd(sweep, reference), check=True, capture_output=True)
+    full = time.monotonic() - start
+    want = sweep_result(reference)
+    rng = random.Random(7)
+    hits = 0
+    for trial in range(SWEEP_TRIALS):
+        out = tmp_path / f"trial{trial}"
+        proc = subprocess.Popen(sweep_cmd(sweep, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.02, full))
+        hits += proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = subprocess.run(sweep_cmd(sweep, out), capture_output=True, text=True)
+        assert done.returncode == 0, f"trial {trial}: {done.stderr}"
+        assert sweep_result(out) == want, f"trial {trial}: the resumed sweep differs"
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporaries left"
+    assert hits >= SWEEP_TRIALS * 2 // 3, f"only {hits} of {SWEEP_TRIALS} kills hit a running sweep"

@@ -10,7 +10,6 @@ use head_trainer::config::RunConfig;
 use head_trainer::run::{predict, train_one, Inputs};
 use image::{Rgb, RgbImage};
 use image_input::DecodeOptions;
-use indicatif::ProgressBar;
 
 struct Lcg(u64);
 impl Lcg {
@@ -111,7 +110,7 @@ fn extract_train_evaluate_predict() {
     config.split.val = 0.2;
     config.split.test = 0.3;
     let run_dir = tmp.path().join("run");
-    let outcome = train_one(&inputs, &config, &run_dir, &ProgressBar::hidden()).unwrap();
+    let outcome = train_one(&inputs, &config, &run_dir, false, &Silent).unwrap();
     let test = &outcome.trained.test;
     assert!(test.images >= 40, "{} test images", test.images);
     let macro_auc = test.macro_.roc_auc.unwrap();
@@ -137,6 +136,6 @@ fn extract_train_evaluate_predict() {
         let len = std::fs::metadata(run_dir.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} missing or empty");
     }
-    let n = predict(&run_dir, &cache, &tmp.path().join("all.parquet")).unwrap();
+    let n = predict(&run_dir, &cache, &tmp.path().join("all.parquet"), &Silent).unwrap();
     assert_eq!(n, 240);
 }
