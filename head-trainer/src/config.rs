@@ -73,6 +73,17 @@ impl RunConfig {
         toml::from_str(&text).map_err(|e| TrainError::Config(toml_error(path, &text, &e)))
     }
 
+    /// The configuration as it is trained: the linear probe has no hidden layer and fits the
+    /// unweighted logistic loss (BCE, plus its L2 penalty), whatever `hidden` and `loss` said —
+    /// so `head.json` and the sweep summary state what was fitted.
+    pub fn normalized(mut self) -> Self {
+        if self.model == ModelKind::Linear {
+            self.hidden = 0;
+            self.loss = LossKind::Bce;
+        }
+        self
+    }
+
     /// Refuses settings no head can be trained with, naming the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -258,7 +269,8 @@ mod tests {
         }
         let mut linear = ok.clone();
         linear.model = ModelKind::Linear;
-        linear.hidden = 0;
+        let linear = linear.normalized();
+        assert_eq!((linear.hidden, linear.loss), (0, LossKind::Bce), "what the probe fits");
         assert!(linear.validate().is_ok(), "the linear probe has no hidden layer");
     }
 

@@ -6,8 +6,8 @@
 //! label configuration ([`config`]) -> [`train::train_fused`] (a [`model::HeadStack`] trained by
 //! [`step::TrainStep`], each head on its own rows) or [`linear::train_linear`] (the
 //! linear-probe baseline) -> [`evaluate`] with [`metrics`] -> a run directory ([`run_dir`]):
-//! the head ([`head_io`]), test [`predictions`], [`report`] and [`run_plots`] (drawn by
-//! [`plot`]). [`run`] wires this for the `train` and `predict` commands, [`sweep`] for many
+//! the head ([`head_io`]), test [`predictions`], [`report`], [`run_plots`] (drawn by
+//! [`plot`]) and the error [`gallery`]. [`run`] wires this for the `train` and `predict` commands, [`sweep`] for many
 //! configurations, summarised by [`summary`]. Long work reports through
 //! [`feature_cache::Progress`].
 
@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod gallery;
 pub mod head_io;
 pub mod labels;
 pub mod linear;

@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use feature_cache::{Progress, Shard};
 use head_trainer::config::{RunConfig, RunOverrides};
+use head_trainer::gallery::{GalleryOptions, ImageSources, DEFAULT_PER_LABEL};
 use head_trainer::labels::EmptyPolicy;
 use head_trainer::model::{LossKind, ModelKind};
-use head_trainer::run::{predict, train_one, Inputs};
+use head_trainer::run::{predict, rebuild_gallery, train_one, Inputs, TrainOptions};
 use head_trainer::summary::markdown_table;
 use head_trainer::sweep::{run_sweep, SweepOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -25,7 +26,8 @@ Examples:
   head-trainer train --embeddings cache/lite0 --labels labels.csv --config run.toml --out runs/custom
   head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --model linear --out runs/probe
   head-trainer sweep sweeps/seed-grid.toml --out runs/grid
-  head-trainer predict --head runs/fine10 --embeddings cache/new --out predictions.parquet")]
+  head-trainer predict --head runs/fine10 --embeddings cache/new --out predictions.parquet
+  head-trainer report runs/fine10 --images images/      # the gallery, for caches without image origins")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +57,8 @@ enum Command {
         /// from their Parquet row groups.
         #[arg(long, value_parser = parse_size)]
         memory_limit: Option<u64>,
+        #[command(flatten)]
+        gallery: GalleryArgs,
         /// Hide the progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -74,6 +78,42 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// (Re)build the error gallery (report.html and its thumbnails) of a finished run.
+    Report {
+        /// Run directory written by `train` or `sweep`.
+        run: PathBuf,
+        #[command(flatten)]
+        gallery: GalleryArgs,
+        /// Hide the progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// The error gallery of a run.
+#[derive(clap::Args)]
+struct GalleryArgs {
+    /// Images per label in each of the gallery's rows (surest hits, top false positives, worst
+    /// misses); 0: no gallery.
+    #[arg(long, default_value_t = DEFAULT_PER_LABEL)]
+    gallery: usize,
+    /// Where the images are, for caches that recorded no image origins (written before cache
+    /// format 2): any input `extractor embed` takes. Default: the origins in the cache.
+    #[arg(long)]
+    images: Option<String>,
+}
+
+impl GalleryArgs {
+    fn options(&self, cache: &std::path::Path) -> GalleryOptions {
+        GalleryOptions {
+            per_label: self.gallery,
+            thumbnail_px: 160,
+            images: match &self.images {
+                Some(input) => ImageSources::Input { input: input.clone(), options: Default::default() },
+                None => ImageSources::Cache(cache.to_path_buf()),
+            },
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -147,6 +187,8 @@ struct TrainArgs {
     /// row groups and the rows within each buffer (a block shuffle) instead of all rows.
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<u64>,
+    #[command(flatten)]
+    gallery: GalleryArgs,
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -264,6 +306,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     if let Some(v) = a.min_precision {
         c.train.min_precision = v;
     }
+    let c = c.normalized();
     c.validate()?;
     Ok(c)
 }
@@ -297,7 +340,11 @@ fn run(cli: Cli) -> Result<()> {
                 Inputs::open(&args.embeddings, &args.labels, args.memory_limit).with_context(|| {
                     format!("loading {} and {}", args.embeddings.display(), args.labels.display())
                 })?;
-            let outcome = train_one(&inputs, &config, &args.out, args.overwrite, &bar)?;
+            let options = TrainOptions {
+                overwrite: args.overwrite,
+                gallery: Some(args.gallery.options(&args.embeddings)),
+            };
+            let outcome = train_one(&inputs, &config, &args.out, &options, &bar)?;
             bar.0.finish_and_clear();
             let t = &outcome.trained;
             let (mi, ma) = (&t.test.micro, &t.test.macro_);
@@ -317,13 +364,14 @@ fn run(cli: Cli) -> Result<()> {
                 outcome.dir.display()
             ))
         }
-        Command::Sweep { sweep, out, max_fused, shard, memory_limit, quiet } => {
+        Command::Sweep { sweep, out, max_fused, shard, memory_limit, gallery, quiet } => {
             let shard = match shard {
                 Some(s) => Some(s),
                 None => Shard::from_env(&|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?,
             };
             let bar = Bar::new(quiet);
-            let options = SweepOptions { max_fused, shard, memory_limit };
+            let images = gallery.images.clone().map(|input| (input, Default::default()));
+            let options = SweepOptions { max_fused, shard, memory_limit, gallery: gallery.gallery, images };
             let outcome = run_sweep(&sweep, &out, options, &bar)
                 .with_context(|| format!("sweep {}", sweep.display()))?;
             bar.0.finish_and_clear();
@@ -337,6 +385,14 @@ fn run(cli: Cli) -> Result<()> {
                 outcome.skipped.len(),
                 markdown_table(&outcome.rows)
             ))
+        }
+        Command::Report { run, gallery, quiet } => {
+            let bar = Bar::new(quiet);
+            let info = head_trainer::head_io::HeadInfo::load(&run)?;
+            let cache = info.inputs.map(|i| i.embeddings).unwrap_or_default();
+            let n = rebuild_gallery(&run, &gallery.options(&cache), &bar)?;
+            bar.0.finish_and_clear();
+            emit(&format!("{}/report.html: {n} thumbnails\n", run.display()))
         }
         Command::Predict { head, embeddings, out, quiet } => {
             let bar = Bar::new(quiet);

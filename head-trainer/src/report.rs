@@ -133,6 +133,22 @@ pub fn report_markdown(
         );
     }
     let _ = writeln!(s, "\nTrue labels per test image: {:.2}.", ev.true_labels_per_image);
+    let unreachable: Vec<&str> = t
+        .labels
+        .iter()
+        .zip(&t.thresholds.precision)
+        .filter(|(_, p)| p.is_none())
+        .map(|(l, _)| l.as_str())
+        .collect();
+    if !unreachable.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nNo threshold reaches precision {} on validation for {}: under that policy they have no threshold \
+             (`null` in head.json) and predict nothing.",
+            t.thresholds.min_precision,
+            unreachable.join(", ")
+        );
+    }
     if !ev.labels_without_positives.is_empty() {
         let _ = writeln!(
             s,

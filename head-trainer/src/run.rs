@@ -8,6 +8,7 @@ use feature_cache::{check_unique_ids, EmbeddingCache, LabelTable, Progress, Spli
 use crate::config::RunConfig;
 use crate::data::{Features, JoinStats, Joined};
 use crate::error::{Result, TrainError};
+use crate::gallery::{write_gallery, GalleryData, GalleryOptions};
 use crate::head_io::{RunInputs, TrainedRun};
 use crate::labels::LabelSpace;
 use crate::linear::train_linear;
@@ -84,6 +85,15 @@ pub fn note_single_class_labels(t: &TrainedHead, progress: &dyn Progress) {
     }
 }
 
+/// How `train` writes its run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Replace an existing run directory (once the new one is complete).
+    pub overwrite: bool,
+    /// The error gallery, if one is wanted.
+    pub gallery: Option<GalleryOptions>,
+}
+
 /// A trained run and where it was written.
 pub struct RunOutcome {
     /// The trained head and its evaluation.
@@ -137,9 +147,11 @@ pub fn train_one(
     inputs: &Inputs,
     config: &RunConfig,
     out: &Path,
-    overwrite: bool,
+    options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<RunOutcome> {
+    let overwrite = options.overwrite;
+    let config = &config.clone().normalized();
     if out.exists() && !overwrite {
         return Err(TrainError::Config(format!(
             "{} already exists: choose another --out, or pass --overwrite to replace it",
@@ -165,6 +177,7 @@ pub fn train_one(
         join: &joined.stats,
         inputs: &inputs.paths,
         record: &record,
+        gallery: options.gallery.as_ref(),
     };
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         remove_stale_attempts(parent, &name)?;
@@ -175,7 +188,7 @@ pub fn train_one(
         let _ = std::fs::remove_dir_all(old);
         std::fs::rename(out, old).map_err(|e| TrainError::io(out, e))?;
     }
-    match write_run(out, &art)? {
+    match write_run(out, &art, progress)? {
         DirCommit::Published(dir) => {
             if let Some(old) = replaced {
                 std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
@@ -217,4 +230,36 @@ pub fn predict(head_dir: &Path, embeddings: &Path, out: &Path, progress: &dyn Pr
     let rows = writer.rows();
     writer.finish()?;
     Ok(rows)
+}
+
+/// `head-trainer report`: rebuilds the error gallery (`report.html`, `gallery/`) of a finished
+/// run from its predictions; returns the thumbnails made.
+pub fn rebuild_gallery(run_dir: &Path, options: &GalleryOptions, progress: &dyn Progress) -> Result<usize> {
+    let run = TrainedRun::load(run_dir)?;
+    let metrics: crate::run_dir::RunMetrics = {
+        let path = run_dir.join(crate::run_dir::METRICS);
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?
+    };
+    let p = crate::predictions::read_predictions(&run_dir.join(crate::run_dir::PREDICTIONS))?;
+    let targets = p
+        .targets
+        .ok_or_else(|| TrainError::Data(format!("{}: predictions without targets", run_dir.display())))?;
+    if p.labels != run.info.labels {
+        return Err(TrainError::Mismatch(format!(
+            "{}: predictions and head.json name other labels",
+            run_dir.display()
+        )));
+    }
+    let data = GalleryData {
+        run: &run.info.name,
+        embedding_model: run.info.embedding.model_identity(),
+        labels: &run.info.labels,
+        thresholds: &run.info.thresholds.f1,
+        ids: &p.ids,
+        probs: &p.probs,
+        targets: &targets,
+        metrics: &metrics.test.labels,
+    };
+    write_gallery(run_dir, &data, options, progress)
 }

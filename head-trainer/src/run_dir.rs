@@ -13,13 +13,14 @@
 use std::path::Path;
 
 use feature_cache::atomic::{remove_stale_temps, write_atomic, AtomicDir, DirCommit};
-use feature_cache::CacheMetadata;
+use feature_cache::{CacheMetadata, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::JoinStats;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{Evaluation, Thresholds};
+use crate::gallery::{write_gallery, GalleryData, GalleryOptions};
 use crate::head_io::{save_head, HeadInfo, RunInputs, HEAD_INFO, HEAD_WEIGHTS};
 use crate::predictions::PredictionWriter;
 use crate::train::{EpochLog, TrainedHead};
@@ -85,6 +86,8 @@ pub struct RunArtifacts<'a> {
     pub inputs: &'a RunInputs,
     /// How it was trained.
     pub record: &'a TrainingRecord,
+    /// Its error gallery (`report.html`), if one is wanted.
+    pub gallery: Option<&'a GalleryOptions>,
 }
 
 impl RunArtifacts<'_> {
@@ -131,7 +134,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Writes every artefact of a run into a temporary directory beside `dir` and publishes it at
 /// `dir` in one rename. A `dir` that already exists is left alone (`AlreadyThere`).
-pub fn write_run(dir: &Path, art: &RunArtifacts<'_>) -> Result<DirCommit> {
+pub fn write_run(dir: &Path, art: &RunArtifacts<'_>, progress: &dyn Progress) -> Result<DirCommit> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
     let tmp = AtomicDir::create(dir)?;
@@ -147,6 +150,19 @@ pub fn write_run(dir: &Path, art: &RunArtifacts<'_>) -> Result<DirCommit> {
     let report = crate::report::report_markdown(t, art.config, art.embedding, art.join, art.record);
     write_atomic(at.join(REPORT), report.as_bytes())?;
     write_json(&at.join(TRAINING), art.record)?;
+    if let Some(options) = art.gallery.filter(|g| g.per_label > 0) {
+        let data = GalleryData {
+            run: &t.name,
+            embedding_model: art.embedding.model_identity(),
+            labels: &t.labels,
+            thresholds: &t.thresholds.f1,
+            ids: &t.test_ids,
+            probs: &t.test_probs,
+            targets: &t.test_targets,
+            metrics: &t.test.labels,
+        };
+        write_gallery(at, &data, options, progress)?;
+    }
     write_json(&at.join(METRICS), &art.metrics())?;
     Ok(tmp.commit()?)
 }

@@ -127,15 +127,21 @@ fn a_head_trained_streamed_is_as_good_as_in_memory() {
     let resident = Inputs::open(&cache, &labels, None).unwrap();
     let streamed = Inputs::open(&cache, &labels, Some(rows_bytes(9000))).unwrap();
     assert!(streamed.features.is_streamed());
-    let a = train_one(&resident, &config, &tmp.path().join("resident"), false, &Silent).unwrap().trained;
-    let b = train_one(&streamed, &config, &tmp.path().join("streamed"), false, &Silent).unwrap().trained;
+    let a = train_one(&resident, &config, &tmp.path().join("resident"), &Default::default(), &Silent)
+        .unwrap()
+        .trained;
+    let b = train_one(&streamed, &config, &tmp.path().join("streamed"), &Default::default(), &Silent)
+        .unwrap()
+        .trained;
     let (ra, rb) = (a.test.macro_.roc_auc.unwrap(), b.test.macro_.roc_auc.unwrap());
     assert!(ra > 0.9 && rb > 0.9, "the planted label is learnt: {ra} / {rb}");
     assert!((ra - rb).abs() < 0.01, "block shuffle vs full shuffle: {ra} vs {rb}");
     assert_eq!(a.test_ids, b.test_ids);
     // the linear probe needs its training matrix in memory and says so
     config.model = head_trainer::model::ModelKind::Linear;
-    let err =
-        train_one(&streamed, &config, &tmp.path().join("probe"), false, &Silent).err().unwrap().to_string();
+    let err = train_one(&streamed, &config, &tmp.path().join("probe"), &Default::default(), &Silent)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("linear probe") && err.contains("--memory-limit"), "{err}");
 }

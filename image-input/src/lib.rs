@@ -21,10 +21,12 @@ pub mod catalog;
 pub mod decode;
 pub mod error;
 pub mod files;
+mod origins;
 pub mod parquet;
 mod paths;
 pub mod read;
 pub mod tar;
+pub mod thumbnail;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -134,6 +134,13 @@ def test_predict_and_model_identity_check(dataset, run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     t = pq.read_table(pred)
     assert t.num_rows == 6000 and "p:rare" in t.column_names
+    # the table says which head wrote it: labels, thresholds per policy, configuration, embeddings
+    meta = t.schema.metadata
+    head = json.loads(meta[b"wit.head"])
+    assert json.loads(meta[b"wit.labels"]) == head["labels"] == [c[2:] for c in t.column_names[1:]]
+    assert meta[b"wit.embedding_model"].decode().startswith("synthetic@")
+    assert len(head["thresholds"]["f1"]) == len(head["labels"]) and head["config"]["labels"]["column"] == "topics"
+    assert json.loads(pq.read_schema(out / "predictions.parquet").metadata[b"wit.labels"]) == head["labels"]
     # the test rows' probabilities equal those in the run's predictions.parquet
     test = pq.read_table(out / "predictions.parquet").to_pydict()
     full = dict(zip(t.column("id").to_pylist(), t.column("p:topic00").to_pylist()))
@@ -163,6 +170,8 @@ def test_linear_probe_equals_sklearn_logistic_regression(dataset, tmp_path):
                     "negative", "--model", "linear", "--probe-alpha", "2", "--probe-max-iterations", "500")
     info = json.loads((out / "head.json").read_text())
     assert info["model"] == "linear" and info["shape"]["hidden"] == 0
+    # head.json states what was fitted: no hidden layer, the unweighted logistic loss
+    assert (info["config"]["hidden"], info["config"]["loss"]) == (0, "bce")
     labels = info["labels"]
     cache = pq.read_table(dataset / "cache")
     ids = cache.column("id").to_pylist()

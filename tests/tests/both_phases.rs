@@ -110,7 +110,7 @@ fn extract_train_evaluate_predict() {
     config.split.val = 0.2;
     config.split.test = 0.3;
     let run_dir = tmp.path().join("run");
-    let outcome = train_one(&inputs, &config, &run_dir, false, &Silent).unwrap();
+    let outcome = train_one(&inputs, &config, &run_dir, &Default::default(), &Silent).unwrap();
     let test = &outcome.trained.test;
     assert!(test.images >= 40, "{} test images", test.images);
     let macro_auc = test.macro_.roc_auc.unwrap();

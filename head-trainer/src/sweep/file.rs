@@ -149,7 +149,9 @@ impl SweepFile {
             if let Some(t) = &c.labels.taxonomy {
                 c.labels.taxonomy = Some(base.join(t));
             }
+            // named after the settings as written; trained as normalised
             let name = o.name.clone().unwrap_or_else(|| auto_name(o, &c));
+            let c = c.normalized();
             valid_run_name(&name)
                 .map_err(|m| TrainError::Config(format!("{}: run {}: {m}", path.display(), i + 1)))?;
             c.validate().map_err(|e| TrainError::Config(format!("{}: run `{name}`: {e}", path.display())))?;

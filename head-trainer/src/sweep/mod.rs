@@ -16,6 +16,7 @@ use feature_cache::{EmbeddingCache, Progress, Shard};
 
 use crate::data::Joined;
 use crate::error::{Result, TrainError};
+use crate::gallery::{GalleryOptions, ImageSources};
 use crate::model::ModelKind;
 use crate::run::{head_job, note_join, note_single_class_labels, train_job, Inputs};
 use crate::run_dir::{remove_stale_attempts, run_state, write_run, RunArtifacts, RunState, TrainingRecord};
@@ -25,7 +26,7 @@ use crate::train::{plan_groups, train_fused, HeadJob, TrainedHead};
 pub use file::{Grid, SweepFile, SweepRun};
 
 /// How a sweep runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SweepOptions {
     /// At most this many heads in one stack.
     pub max_fused: usize,
@@ -34,11 +35,21 @@ pub struct SweepOptions {
     pub shard: Option<Shard>,
     /// Stream caches whose embeddings take more than this many bytes.
     pub memory_limit: Option<u64>,
+    /// Images per label and kind in each run's error gallery (0: none).
+    pub gallery: usize,
+    /// Where the images are, for caches that recorded no origins (default: each run's cache).
+    pub images: Option<(String, image_input::InputOptions)>,
 }
 
 impl Default for SweepOptions {
     fn default() -> Self {
-        Self { max_fused: 16, shard: None, memory_limit: None }
+        Self {
+            max_fused: 16,
+            shard: None,
+            memory_limit: None,
+            gallery: crate::gallery::DEFAULT_PER_LABEL,
+            images: None,
+        }
     }
 }
 
@@ -112,7 +123,7 @@ pub fn run_sweep(
         }
     }
     for group in groups.values() {
-        train_group(path, out, &labels_path, group, options, progress, &mut outcome)?;
+        train_group(path, out, &labels_path, group, &options, progress, &mut outcome)?;
     }
     let finished: Vec<SweepRun> = runs.iter().filter(|r| out.join(&r.name).is_dir()).cloned().collect();
     outcome.rows = finished.iter().map(|r| SummaryRow::read(&out.join(&r.name), r)).collect::<Result<_>>()?;
@@ -131,7 +142,7 @@ fn train_group(
     out: &Path,
     labels_path: &Path,
     group: &[&SweepRun],
-    options: SweepOptions,
+    options: &SweepOptions,
     progress: &dyn Progress,
     outcome: &mut SweepOutcome,
 ) -> Result<()> {
@@ -159,6 +170,14 @@ fn train_group(
     } else {
         vec![(0..jobs.len()).collect()]
     };
+    let gallery = GalleryOptions {
+        per_label: options.gallery,
+        thumbnail_px: 160,
+        images: match &options.images {
+            Some((input, opts)) => ImageSources::Input { input: input.clone(), options: opts.clone() },
+            None => ImageSources::Cache(embeddings.clone()),
+        },
+    };
     let mut publish = |t: &TrainedHead, r: &SweepRun, fused_with: Vec<String>| -> Result<()> {
         note_single_class_labels(t, progress);
         let record = TrainingRecord {
@@ -174,9 +193,10 @@ fn train_group(
             join: &joined.stats,
             inputs: &inputs.paths,
             record: &record,
+            gallery: Some(&gallery),
         };
         remove_stale_attempts(out, &r.name)?;
-        match write_run(&out.join(&r.name), &art)? {
+        match write_run(&out.join(&r.name), &art, progress)? {
             DirCommit::Published(_) => outcome.trained.push(r.name.clone()),
             DirCommit::AlreadyThere(dir) => {
                 progress.note(&format!("{} was finished meanwhile by another process: kept", dir.display()));
