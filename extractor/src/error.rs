@@ -12,14 +12,6 @@ pub enum ExtractError {
     /// ONNX Runtime's shared library could not be found or loaded.
     #[error("{0}")]
     Runtime(String),
-    /// A model name or manifest that cannot be used.
-    #[error("model {model}: {message}")]
-    Model {
-        /// The name or path given.
-        model: String,
-        /// What is wrong.
-        message: String,
-    },
     /// An error from ONNX Runtime.
     #[error("ONNX Runtime: {0}")]
     Ort(String),

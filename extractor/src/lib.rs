@@ -14,7 +14,7 @@ pub mod error;
 pub mod info;
 pub mod job;
 pub mod migrate;
-pub mod model;
+pub use feature_cache::model_manifest as model;
 pub mod preprocess;
 pub mod runtime;
 

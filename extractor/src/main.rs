@@ -165,6 +165,10 @@ struct EmbedArgs {
     /// Images per Parquet part at most: the unit of atomic writes and of work lost on a crash.
     #[arg(long, default_value_t = 4096)]
     part_size: usize,
+    /// A trained head (run directory of `head-trainer`) to apply in the same pass: its
+    /// predictions go to OUT/_heads/<run>/, part by part. Repeat for several heads.
+    #[arg(long = "head")]
+    heads: Vec<PathBuf>,
     /// Hide the progress bar (notes and the summary are still printed).
     #[arg(long, short)]
     quiet: bool,
@@ -350,6 +354,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         part_size: args.part_size,
         decode: DecodeOptions { max_pixels: args.prep.max_pixels, ..DecodeOptions::default() },
         jpeg_draft_margin: args.prep.jpeg_draft_margin,
+        heads: args.heads.clone(),
     };
     let bar = Bar::new(args.quiet);
     let summary = job::run(&cfg, &bar).with_context(|| format!("embedding {}", args.input))?;

@@ -66,6 +66,14 @@ pub enum CacheError {
         /// What is wrong with it.
         message: String,
     },
+    /// A model name or manifest that cannot be used.
+    #[error("model {model}: {message}")]
+    Model {
+        /// The name or path given.
+        model: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Parts of one cache that disagree (different models, dims, pooling …).
     #[error(transparent)]
     MixedCache(Box<MixedCache>),

@@ -6,6 +6,7 @@
 //!   one [`EmbeddingCache`].
 //! * [`failures`]: the table of images the extractor could not embed, with their reasons.
 //! * [`manifest`]: which images to embed, as a table of ids and paths.
+//! * [`model_manifest`]: what a backbone's ONNX file takes and gives, and how `--model` finds it.
 //! * [`labels`]: label tables — `id` plus list-of-string label columns (one per taxonomy).
 //! * [`split`]: deterministic train/val/test assignment by a hash of `id`.
 //! * [`shard`]: one job over many processes (`--shard I/N`, Slurm arrays), one rule for both
@@ -21,6 +22,7 @@ pub mod error;
 pub mod failures;
 pub mod labels;
 pub mod manifest;
+pub mod model_manifest;
 pub mod origin;
 pub mod progress;
 pub mod shard;

@@ -8,13 +8,15 @@
 //! linear-probe baseline) -> [`evaluate`] with [`metrics`] -> a run directory ([`run_dir`]):
 //! the head ([`head_io`]), test [`predictions`], [`report`], [`run_plots`] (drawn by
 //! [`plot`]) and the error [`gallery`]. [`run`] wires this for the `train` and `predict` commands, [`sweep`] for many
-//! configurations, summarised by [`summary`]. Long work reports through
+//! configurations, summarised by [`summary`]; [`export`] writes a head (with its backbone)
+//! as one ONNX model. Long work reports through
 //! [`feature_cache::Progress`].
 
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod export;
 pub mod gallery;
 pub mod head_io;
 pub mod labels;

@@ -27,6 +27,7 @@ Examples:
   head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --model linear --out runs/probe
   head-trainer sweep sweeps/seed-grid.toml --out runs/grid
   head-trainer predict --head runs/fine10 --embeddings cache/new --out predictions.parquet
+  head-trainer export runs/fine10 --backbone efficientnet-lite0 --out topics.onnx
   head-trainer report runs/fine10 --images images/      # the gallery, for caches without image origins")]
 struct Cli {
     #[command(subcommand)]
@@ -77,6 +78,19 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Export a run's head as one ONNX model: alone (embedding -> probabilities), or with the
+    /// backbone it was trained on (uint8 pixels -> probabilities and embedding), labels and
+    /// thresholds in its metadata.
+    Export {
+        /// Run directory written by `train` or `sweep`.
+        run: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// The backbone (model name or manifest, as `extractor --model` takes) to put in front.
+        #[arg(long)]
+        backbone: Option<String>,
     },
     /// (Re)build the error gallery (report.html and its thumbnails) of a finished run.
     Report {
@@ -384,6 +398,17 @@ fn run(cli: Cli) -> Result<()> {
                 outcome.trained.len(),
                 outcome.skipped.len(),
                 markdown_table(&outcome.rows)
+            ))
+        }
+        Command::Export { run, out, backbone } => {
+            let e = head_trainer::export::export(&run, backbone.as_deref(), &out)
+                .with_context(|| format!("exporting {}", run.display()))?;
+            emit(&format!(
+                "wrote {} ({:.1} MiB): inputs {}, outputs {}\n",
+                out.display(),
+                e.bytes as f64 / 1048576.0,
+                e.inputs.join(", "),
+                e.outputs.join(", ")
             ))
         }
         Command::Report { run, gallery, quiet } => {

@@ -97,6 +97,7 @@ fn extract_train_evaluate_predict() {
         part_size: 100,
         decode: DecodeOptions::default(),
         jpeg_draft_margin: extractor::job::DEFAULT_JPEG_DRAFT_MARGIN,
+        heads: Vec::new(),
     };
     let summary = extractor::job::run(&job, &Silent).unwrap();
     assert_eq!((summary.embedded, summary.failed), (240, 1));

@@ -8,6 +8,7 @@
 //! progress (`--part-size` images). Embeddings do not depend on which batch an image lands in, so
 //! the resumed cache holds the same values as an uninterrupted run.
 
+pub mod heads;
 pub mod parts;
 pub mod pipeline;
 
@@ -63,6 +64,8 @@ pub struct JobConfig {
     /// DCT-domain JPEG downscaling keeps the decoded crop at least this many times the input
     /// size (0 disables it; see BENCHMARKS.md for the embedding agreement it keeps).
     pub jpeg_draft_margin: f64,
+    /// Run directories of heads to apply in the same pass ([`heads`]).
+    pub heads: Vec<PathBuf>,
 }
 
 /// Default of [`JobConfig::jpeg_draft_margin`].
@@ -206,7 +209,9 @@ pub fn run(cfg: &JobConfig, progress: &dyn Progress) -> Result<JobSummary> {
     summary.already_done = summary.in_shard - catalog.len();
     drop(done);
 
-    let mut parts = Parts::new(&cfg.out, cfg.shard, meta.clone(), cfg.part_size)?;
+    let heads = heads::Heads::load(&cfg.heads, &meta, &cfg.out)?;
+    heads.fill_in(&cfg.out, cfg.shard, progress)?;
+    let mut parts = Parts::new(&cfg.out, cfg.shard, meta.clone(), cfg.part_size, heads)?;
     progress.start("embedding", catalog.len() as u64, "images");
     for r in std::mem::take(&mut catalog.rejected) {
         parts.fail(failure(r.id, r.origin, &r.failure))?;
@@ -233,7 +238,7 @@ pub fn run(cfg: &JobConfig, progress: &dyn Progress) -> Result<JobSummary> {
                 Ok((pixels, w, h)) => {
                     batch.push(p.id, p.origin, &pixels, w, h);
                     if batch.len() >= cfg.batch_size {
-                        summary.embedded += batch.embed_into(&mut embedder, &mut parts, cfg.dtype)?;
+                        summary.embedded += batch.embed_into(&mut embedder, &mut parts)?;
                     }
                 }
                 Err(f) => {
@@ -244,7 +249,7 @@ pub fn run(cfg: &JobConfig, progress: &dyn Progress) -> Result<JobSummary> {
             Ok(())
         },
     )?;
-    summary.embedded += batch.embed_into(&mut embedder, &mut parts, cfg.dtype)?;
+    summary.embedded += batch.embed_into(&mut embedder, &mut parts)?;
     summary.parts_written = parts.finish()?;
     summary.seconds = start.elapsed().as_secs_f64();
     drop(lock);
@@ -268,18 +273,16 @@ impl Batch {
         self.rows.len()
     }
 
-    /// Runs the network on the batch and appends the embeddings to the parts; returns how many.
-    fn embed_into(
-        &mut self,
-        embedder: &mut Embedder,
-        parts: &mut Parts,
-        _dtype: EmbeddingDtype,
-    ) -> Result<usize> {
+    /// Runs the network on the batch, applies the heads and appends the embeddings to the
+    /// parts; returns how many.
+    fn embed_into(&mut self, embedder: &mut Embedder, parts: &mut Parts) -> Result<usize> {
         if self.rows.is_empty() {
             return Ok(0);
         }
         let values = embedder.embed(&self.pixels, self.rows.len())?;
         let dim = embedder.dim();
+        let ids: Vec<&str> = self.rows.iter().map(|r| r.0.as_str()).collect();
+        parts.heads.apply(&ids, &values);
         for (i, (id, origin, w, h)) in self.rows.iter().enumerate() {
             parts.push(id, &values[i * dim..(i + 1) * dim], *w, *h, origin)?;
         }

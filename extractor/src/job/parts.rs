@@ -15,6 +15,7 @@ use feature_cache::atomic::{remove_stale_temps, temp_target};
 use feature_cache::failures::failures_dir;
 use feature_cache::{CacheMetadata, EmbeddingWriter, Failure, FailureWriter, Origin, Shard};
 
+use super::heads::Heads;
 use crate::error::{ExtractError, Result};
 
 fn io(path: &Path, cause: std::io::Error) -> ExtractError {
@@ -76,13 +77,21 @@ pub struct Parts {
     part_size: usize,
     writer: Option<EmbeddingWriter>,
     failures: Vec<Failure>,
+    /// Heads applied to every embedding, whose predictions parts follow the embedding parts.
+    pub heads: Heads,
     /// Parts published so far.
     pub written: Vec<PathBuf>,
 }
 
 impl Parts {
     /// Continues the shard's sequence in `out` (after the highest part or table already there).
-    pub fn new(out: &Path, shard: Shard, meta: CacheMetadata, part_size: usize) -> Result<Self> {
+    pub fn new(
+        out: &Path,
+        shard: Shard,
+        meta: CacheMetadata,
+        part_size: usize,
+        heads: Heads,
+    ) -> Result<Self> {
         let tag = shard.tag();
         let mut next = 0;
         for dir in [out.to_path_buf(), failures_dir(out)] {
@@ -114,6 +123,7 @@ impl Parts {
             part_size: part_size.max(1),
             writer: None,
             failures: Vec::new(),
+            heads,
             written: Vec::new(),
         })
     }
@@ -158,7 +168,10 @@ impl Parts {
 
     fn finish_part(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
-            self.written.push(w.finish()?);
+            let rows = w.rows();
+            let path = w.finish()?;
+            self.heads.finish_part(&path, rows)?;
+            self.written.push(path);
         }
         self.write_failures()?;
         self.next += 1;

@@ -1,12 +1,14 @@
-//! Model manifests (`models/<name>.json`, written by the converters) and how a `--model`
-//! argument finds one.
+//! Model manifests (`models/<name>.json`, written by the converters): what a backbone's ONNX
+//! file takes and gives (input tensor, size, resize policy, normalisation inside the graph,
+//! outputs), and how a `--model` argument finds one. Shared by the extractor (which runs the
+//! model) and the head-trainer (which exports a head with its backbone).
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ExtractError, Result};
+use crate::error::{CacheError, Result};
 
 /// How an image becomes the square network input.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -89,7 +91,7 @@ pub struct ModelManifest {
 impl ModelManifest {
     /// Reads a manifest file and checks that its ONNX file exists and matches its SHA-256.
     pub fn load(path: &Path) -> Result<Self> {
-        let err = |message: String| ExtractError::Model { model: path.display().to_string(), message };
+        let err = |message: String| CacheError::Model { model: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read manifest: {e}")))?;
         let mut m: ModelManifest =
             serde_json::from_str(&text).map_err(|e| err(format!("invalid manifest: {e}")))?;
@@ -130,7 +132,7 @@ impl ModelManifest {
             .flat_map(|rd| rd.flatten())
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
             .collect();
-        Err(ExtractError::Model {
+        Err(CacheError::Model {
             model: model.to_string(),
             message: format!(
                 "no manifest found in {}; available: {}. Run scripts/setup to convert the Lite models, \
