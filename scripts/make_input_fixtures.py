@@ -16,8 +16,8 @@ OUT/img2dataset/0000S.tar           img2dataset's webdataset output: K.jpg (or .
                                     K.txt per sample (ids: `K`)
 OUT/img2dataset-parquet/0000S.parquet  img2dataset's Parquet output: key, url, caption, status, ...,
                                     and the bytes in a binary `jpg` column
-OUT/keys.json                       per key: its loose file name, image_url, format, and whether it
-                                    is a bad row
+OUT/keys.json                       per key: its loose file name, image_url, format, whether it is
+                                    a bad row, and the photograph it was cut from (a label)
 
 With --bad, a few rows are broken on purpose: truncated bytes and empty bytes in every layout,
 and a null image in the Parquet layouts (a failed download in img2dataset's).
@@ -45,7 +45,8 @@ URL = "https://upload.wikimedia.org/wikipedia/commons/{}"
 def make_images(n, long, seed):
     rng = np.random.default_rng(seed)
     data = Path(skimage.__file__).parent / "data"
-    srcs = [Image.open(data / p).convert("RGB") for p in PHOTOS if (data / p).exists()]
+    names = [p for p in PHOTOS if (data / p).exists()]
+    srcs = [Image.open(data / p).convert("RGB") for p in names]
     out = []
     for i in range(n):
         im = srcs[i % len(srcs)]
@@ -61,7 +62,8 @@ def make_images(n, long, seed):
         ext, fmt = FORMATS[i % len(FORMATS)]
         buf = io.BytesIO()
         c.save(buf, fmt, **({"quality": int(rng.integers(80, 95))} if fmt in ("JPEG", "WEBP") else {}))
-        out.append({"key": f"{i:09d}", "ext": ext, "bytes": buf.getvalue(), "size": c.size})
+        out.append({"key": f"{i:09d}", "ext": ext, "bytes": buf.getvalue(), "size": c.size,
+                    "source": names[i % len(names)]})
     return out
 
 
@@ -175,7 +177,7 @@ def main():
     write_wit(a.out, images, a.shards, a.row_group)
     write_img2dataset(a.out, images, a.shards)
     keys = {img["key"]: {"file": f"{img['key']}.{img['ext']}", "image_url": URL.format(f"{img['key']}.{img['ext']}"),
-                         "format": img["ext"], "bad": img.get("bad")} for img in images}
+                         "format": img["ext"], "bad": img.get("bad"), "source": img["source"]} for img in images}
     (a.out / "keys.json").write_text(json.dumps(keys, indent=1))
     print(f"wrote {len(images)} images ({sum(1 for i in images if i.get('bad'))} broken) in 4 layouts to {a.out}")
 

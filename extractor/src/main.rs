@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use extractor::bench::Stage;
 use extractor::embed::Device;
 use extractor::job::{self, JobConfig, Preparation};
 use extractor::model::{ModelManifest, ResizePolicy};
 use feature_cache::{EmbeddingDtype, Pooling, Progress, Shard};
-use image_input::{DecodeOptions, InputKind, InputOptions, ParquetOptions};
+use image_input::{InputKind, InputOptions, ParquetOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Embed every image once with a frozen ImageNet EfficientNet (ONNX Runtime, CUDA or CPU) and
 /// write the penultimate-layer embeddings to a Parquet feature cache for `head-trainer`.
 #[derive(Parser)]
-#[command(version, about, long_about = None, after_help = "\
+#[command(version, about, long_about = None, args_override_self = true, after_help = "\
 Examples:
   extractor embed images/ --model efficientnet-lite0 --out cache/lite0
   extractor embed manifest.csv --model models/efficientnet-b0.json --out cache/b0 --device cuda --shard 3/16
@@ -112,15 +113,7 @@ impl PrepArgs {
             ResizeArg::Model => manifest.input.resize,
             ResizeArg::Stretch => ResizePolicy::Stretch,
         };
-        Preparation {
-            decode: DecodeOptions {
-                max_pixels: self.max_pixels,
-                jpeg_min_short_side: job::jpeg_min_short_side(resize, size, self.jpeg_draft_margin),
-                ..DecodeOptions::default()
-            },
-            resize,
-            size,
-        }
+        Preparation::new(resize, size, self.max_pixels, self.jpeg_draft_margin)
     }
 }
 
@@ -191,12 +184,27 @@ struct BenchArgs {
     /// Passes over the input.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// How far to take each image: `read` its bytes, `decode` them, or `prepare` the network
+    /// input as `embed` does.
+    #[arg(long, value_enum, default_value_t = StageArg::Prepare)]
+    stage: StageArg,
+    /// Decode whole JPEGs, not just the part the centre crop reads (to measure what partial
+    /// decoding saves; the network input is the same either way).
+    #[arg(long)]
+    whole_images: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StageArg {
+    Read,
+    Decode,
+    Prepare,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -307,12 +315,20 @@ fn run(cli: Cli) -> Result<()> {
 
 fn bench(args: BenchArgs) -> Result<()> {
     let manifest = ModelManifest::resolve(&args.model)?;
-    let prep = args.prep.preparation(&manifest);
+    let mut prep = args.prep.preparation(&manifest);
+    if args.whole_images {
+        prep.decode.centre_crop = None;
+    }
     let bar = Bar::new(args.quiet);
     let rate = extractor::bench::bench_decode(
         &args.input,
         &args.read.options(),
         prep,
+        match args.stage {
+            StageArg::Read => Stage::Read,
+            StageArg::Decode => Stage::Decode,
+            StageArg::Prepare => Stage::Prepare,
+        },
         args.threads,
         args.repeat,
         &bar,
@@ -322,8 +338,13 @@ fn bench(args: BenchArgs) -> Result<()> {
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string(&rate)?));
     }
+    let done = match rate.stage {
+        Stage::Read => "read",
+        Stage::Decode => "decoded",
+        Stage::Prepare => "prepared",
+    };
     emit(&format!(
-        "decoded {} images ({} failed) in {:.2}s on {} threads: {:.1} images/s, {:.1} images/s per thread\n",
+        "{done} {} images ({} failed) in {:.2}s on {} threads: {:.1} images/s, {:.1} images/s per thread\n",
         rate.images, rate.failed, rate.seconds, rate.threads, rate.images_per_s, rate.images_per_s_per_thread
     ))
 }
@@ -352,7 +373,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         shard,
         threads: args.threads,
         part_size: args.part_size,
-        decode: DecodeOptions { max_pixels: args.prep.max_pixels, ..DecodeOptions::default() },
+        max_pixels: args.prep.max_pixels,
         jpeg_draft_margin: args.prep.jpeg_draft_margin,
         heads: args.heads.clone(),
     };
@@ -379,4 +400,33 @@ fn embed(args: EmbedArgs) -> Result<()> {
         ));
     }
     emit(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn a_later_option_overrides_an_earlier_one() {
+        // scripts/slurm/extract-array.sbatch passes --batch-size 256; a user's own comes after it.
+        let cli = Cli::try_parse_from([
+            "extractor",
+            "embed",
+            "in/",
+            "--model",
+            "m",
+            "--out",
+            "c",
+            "--batch-size",
+            "256",
+            "--batch-size",
+            "16",
+        ])
+        .expect("repeated options parse");
+        match cli.command {
+            Command::Embed(args) => assert_eq!(args.batch_size, 16),
+            _ => panic!("parsed as another command"),
+        }
+    }
 }

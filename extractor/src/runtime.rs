@@ -59,7 +59,8 @@ pub fn candidates() -> Vec<PathBuf> {
 pub fn init() -> Result<&'static Runtime> {
     LOADED
         .get_or_init(|| {
-            let path = match std::env::var_os("ORT_DYLIB_PATH") {
+            // an empty ORT_DYLIB_PATH (`export ORT_DYLIB_PATH=$X` with X unset) counts as unset
+            let path = match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
                 Some(p) => {
                     let p = PathBuf::from(p);
                     if !p.is_file() {

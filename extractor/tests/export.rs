@@ -6,12 +6,10 @@ use std::path::Path;
 use extractor::embed::Device;
 use extractor::job::{JobConfig, Preparation, DEFAULT_JPEG_DRAFT_MARGIN};
 use extractor::model::ResizePolicy;
-use extractor::preprocess::preprocess_into;
 use feature_cache::{EmbeddingDtype, Pooling, Shard, Silent};
 use head_trainer::config::RunConfig;
 use head_trainer::predictions::read_predictions;
 use head_trainer::run::{predict, train_one, Inputs};
-use image_input::{decode_bytes, DecodeOptions};
 use ort::session::Session;
 use ort::value::TensorRef;
 
@@ -60,7 +58,7 @@ fn the_exported_model_equals_extraction_and_predict() {
         shard: Shard::ALL,
         threads: 0,
         part_size: 4096,
-        decode: DecodeOptions::default(),
+        max_pixels: image_input::decode::DEFAULT_MAX_PIXELS,
         jpeg_draft_margin: DEFAULT_JPEG_DRAFT_MARGIN,
         heads: Vec::new(),
     };
@@ -78,18 +76,16 @@ fn the_exported_model_equals_extraction_and_predict() {
     let rt = extractor::runtime::init().unwrap();
     let mut session = Session::builder(&rt.env).unwrap().commit_from_file(&onnx).unwrap();
     // the extractor's network input for each image, as the job prepared it
-    let prep = Preparation {
-        decode: DecodeOptions::default(),
-        resize: ResizePolicy::CenterCrop { crop_fraction: 0.875 },
-        size: 224,
-    };
+    let prep = Preparation::new(
+        ResizePolicy::CenterCrop { crop_fraction: 0.875 },
+        224,
+        image_input::decode::DEFAULT_MAX_PIXELS,
+        DEFAULT_JPEG_DRAFT_MARGIN,
+    );
     let mut pixels = Vec::new();
     for id in &expected.ids {
         let bytes = std::fs::read(tmp.path().join("images").join(id)).unwrap();
-        let img = decode_bytes(&bytes, Some("png"), &prep.decode).unwrap();
-        let mut buf = Vec::new();
-        preprocess_into(&img.rgb, prep.resize, prep.size, &mut buf).unwrap();
-        pixels.extend(buf);
+        pixels.extend(prep.network_input(&bytes, Some("png")).unwrap().0);
     }
     let n = expected.ids.len();
     let input = TensorRef::from_array_view(([n, 224, 224, 3], pixels.as_slice())).unwrap();

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// evaluate it (per-label precision, recall, ROC/PR AUC, micro/macro averages) and write a run
 /// directory with metrics.json, report.md, ROC/PR/training plots, head weights and predictions.
 #[derive(Parser)]
-#[command(version, about, long_about = None, after_help = "\
+#[command(version, about, long_about = None, args_override_self = true, after_help = "\
 Examples:
   head-trainer train --embeddings cache/lite0 --labels labels.csv --column fine --top-k 10 --out runs/fine10
   head-trainer train --embeddings cache/lite0 --labels labels.csv --config run.toml --out runs/custom
@@ -430,7 +430,20 @@ fn run(cli: Cli) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn a_later_option_overrides_an_earlier_one() {
+        // The Slurm templates pass their own options first and the user's after them.
+        let cli =
+            Cli::try_parse_from(["head-trainer", "sweep", "s.toml", "--out", "a", "--quiet", "--out", "b"])
+                .expect("repeated options parse");
+        match cli.command {
+            Command::Sweep { out, .. } => assert_eq!(out, std::path::Path::new("b")),
+            _ => panic!("parsed as another command"),
+        }
+    }
 
     #[test]
     fn sizes_take_binary_units() {

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Derives a set of distinct JPEG photos from the real photographs shipped in scikit-image
-(random crops, flips, colour jitter, re-encoding), resized so the long side is --long px.
+"""Derives a set of distinct photos from the real photographs shipped in scikit-image (random
+crops, flips, colour jitter, re-encoding), resized so the long side is --long px.
 
-    make_photo_set.py OUT_DIR --n 600 --long 640
-Writes OUT_DIR/*.jpg and OUT_DIR/manifest.csv.
+    make_photo_set.py OUT_DIR --n 600 --long 640 [--format jpg|webp|png]
+Writes OUT_DIR/photoNNNNN.<format> and OUT_DIR/manifest.csv (JPEG quality 80-94, lossy WebP
+quality 80-94, PNG as Pillow writes it).
 """
 
 import argparse
@@ -23,6 +24,7 @@ def main():
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--long", type=int, default=640)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format", choices=["jpg", "webp", "png"], default="jpg")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     data = Path(skimage.__file__).parent / "data"
@@ -40,11 +42,15 @@ def main():
         c = ImageEnhance.Color(c).enhance(rng.uniform(0.7, 1.3))
         s = a.long / max(c.size)
         c = c.resize((max(1, round(c.size[0] * s)), max(1, round(c.size[1] * s))), Image.BICUBIC)
-        name = f"photo{i:05d}.jpg"
-        c.save(a.out / name, quality=int(rng.integers(80, 95)))
+        name = f"photo{i:05d}.{a.format}"
+        quality = int(rng.integers(80, 95))
+        if a.format == "png":
+            c.save(a.out / name)
+        else:
+            c.save(a.out / name, quality=quality)
         rows.append(f"{name},{(a.out / name).resolve()}")
     (a.out / "manifest.csv").write_text("\n".join(rows) + "\n")
-    print(f"wrote {a.n} JPEGs (long side {a.long}px) to {a.out}")
+    print(f"wrote {a.n} {a.format} photos (long side {a.long}px) to {a.out}")
 
 
 if __name__ == "__main__":

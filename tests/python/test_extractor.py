@@ -153,14 +153,18 @@ def test_seed_features_flatten_64px_stretch(tmp_path, ref):
     d.mkdir()
     for p in PHOTOS[:3]:
         (d / p).write_bytes(skimage_photo(p).read_bytes())
-    out = tmp_path / "cache"
-    run_extractor(d, "--model", MODEL, "--out", out, "--pooling", "flatten", "--input-size", "64",
-                  "--resize", "stretch", "--dtype", "f32")
-    ids, emb, meta = read_cache(out)
-    assert emb.shape == (3, 5120) and meta[b"wit.dim"] == b"5120" and meta[b"wit.input_size"] == b"64"
-    for i, e in zip(ids, emb):
-        c = cosine(e, ref.flatten64(pillow_open(d / i)))
-        assert c >= 0.999, f"{i}: cosine {c:.5f}"
+    # Full-size decoding pins the geometry against Pillow's; at the default margin, rocket.jpg
+    # (427 x 640) is decoded at 1/2 scale in the DCT domain (213 x 320 is over 3 x 64 px), within
+    # the cosine 0.995 that the default promises (BENCHMARKS.md, "Decoding").
+    for margin, floor in [("0", 0.999), ("3", 0.995)]:
+        out = tmp_path / f"cache-margin{margin}"
+        run_extractor(d, "--model", MODEL, "--out", out, "--pooling", "flatten", "--input-size", "64",
+                      "--resize", "stretch", "--dtype", "f32", "--jpeg-draft-margin", margin)
+        ids, emb, meta = read_cache(out)
+        assert emb.shape == (3, 5120) and meta[b"wit.dim"] == b"5120" and meta[b"wit.input_size"] == b"64"
+        for i, e in zip(ids, emb):
+            c = cosine(e, ref.flatten64(pillow_open(d / i)))
+            assert c >= floor, f"{i}, margin {margin}: cosine {c:.5f}"
 
 
 def test_bad_inputs_are_recorded_not_fatal(tmp_path):

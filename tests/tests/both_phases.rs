@@ -9,7 +9,6 @@ use feature_cache::{EmbeddingCache, EmbeddingDtype, Pooling, Shard, Silent};
 use head_trainer::config::RunConfig;
 use head_trainer::run::{predict, train_one, Inputs};
 use image::{Rgb, RgbImage};
-use image_input::DecodeOptions;
 
 struct Lcg(u64);
 impl Lcg {
@@ -95,7 +94,7 @@ fn extract_train_evaluate_predict() {
         shard: Shard::ALL,
         threads: 0,
         part_size: 100,
-        decode: DecodeOptions::default(),
+        max_pixels: image_input::decode::DEFAULT_MAX_PIXELS,
         jpeg_draft_margin: extractor::job::DEFAULT_JPEG_DRAFT_MARGIN,
         heads: Vec::new(),
     };

@@ -21,7 +21,8 @@ use feature_cache::{
     CacheMetadata, EmbeddingCache, EmbeddingDtype, Failure, Origin, Pooling, Progress, Shard,
 };
 use image_input::{
-    decode_bytes, Catalog, DecodeOptions, FailureKind, ImageFailure, InputOptions, SourceImage,
+    decode::CentreCrop, decode_bytes, Catalog, DecodeOptions, FailureKind, ImageFailure, InputOptions,
+    SourceImage,
 };
 
 use crate::embed::{Device, Embedder, EmbedderConfig};
@@ -59,8 +60,8 @@ pub struct JobConfig {
     pub threads: usize,
     /// Images per Parquet part at most (the unit of resume).
     pub part_size: usize,
-    /// Decoding limits.
-    pub decode: DecodeOptions,
+    /// Images with more pixels are recorded as too large.
+    pub max_pixels: u64,
     /// DCT-domain JPEG downscaling keeps the decoded crop at least this many times the input
     /// size (0 disables it; see BENCHMARKS.md for the embedding agreement it keeps).
     pub jpeg_draft_margin: f64,
@@ -68,8 +69,9 @@ pub struct JobConfig {
     pub heads: Vec<PathBuf>,
 }
 
-/// Default of [`JobConfig::jpeg_draft_margin`].
-pub const DEFAULT_JPEG_DRAFT_MARGIN: f64 = 4.0;
+/// Default of [`JobConfig::jpeg_draft_margin`]: the decoded crop is at least 3x the input
+/// size, which keeps every embedding within cosine 0.995 of a full decode's (BENCHMARKS.md).
+pub const DEFAULT_JPEG_DRAFT_MARGIN: f64 = 3.0;
 
 /// Short side a JPEG may be DCT-downscaled to: the crop of the resize policy stays at least
 /// `margin` x the input size.
@@ -125,22 +127,52 @@ pub struct Preparation {
 }
 
 impl Preparation {
+    /// The preparation for a network input of `size` px by `resize`: decoding limited to
+    /// `max_pixels`, JPEGs decoded at a reduced scale as `jpeg_draft_margin` allows, and only
+    /// the part of the image a centre crop reads.
+    pub fn new(resize: ResizePolicy, size: u32, max_pixels: u64, jpeg_draft_margin: f64) -> Self {
+        let centre_crop = match resize {
+            ResizePolicy::CenterCrop { crop_fraction } => {
+                Some(CentreCrop { fraction: crop_fraction, output_size: size })
+            }
+            ResizePolicy::Stretch => None,
+        };
+        let decode = DecodeOptions {
+            max_pixels,
+            jpeg_min_short_side: jpeg_min_short_side(resize, size, jpeg_draft_margin),
+            centre_crop,
+            ..DecodeOptions::default()
+        };
+        Self { decode, resize, size }
+    }
+
     /// Reads, decodes and preprocesses one image; any failure, a panic included, is the
     /// image's alone.
     pub fn prepare(&self, mut image: SourceImage) -> Prepared {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let bytes = image.take_bytes()?;
-            let img = decode_bytes(&bytes, image.extension.as_deref(), &self.decode)?;
-            drop(bytes);
-            let mut buf = Vec::new();
-            preprocess_into(&img.rgb, self.resize, self.size, &mut buf)
-                .map_err(|m| ImageFailure::new(FailureKind::Preprocess, m))?;
-            Ok((buf, img.width, img.height))
+            self.network_input(&bytes, image.extension.as_deref())
         }))
         .unwrap_or_else(|_| {
             Err(ImageFailure::new(FailureKind::DecoderPanic, "panicked while decoding or resizing"))
         });
         Prepared { id: image.id, origin: image.origin, result }
+    }
+}
+
+impl Preparation {
+    /// Decodes and preprocesses image bytes (`extension`: of their name, if any): the
+    /// `size x size x 3` network input and the original width and height.
+    pub fn network_input(
+        &self,
+        bytes: &[u8],
+        extension: Option<&str>,
+    ) -> std::result::Result<(Vec<u8>, u32, u32), ImageFailure> {
+        let img = decode_bytes(bytes, extension, &self.decode)?;
+        let mut buf = Vec::new();
+        preprocess_into(&img.rgb, img.frame, self.resize, self.size, &mut buf)
+            .map_err(|m| ImageFailure::new(FailureKind::Preprocess, m))?;
+        Ok((buf, img.width, img.height))
     }
 }
 
@@ -218,14 +250,7 @@ pub fn run(cfg: &JobConfig, progress: &dyn Progress) -> Result<JobSummary> {
         summary.failed += 1;
         progress.advance(1);
     }
-    let prep = Preparation {
-        decode: DecodeOptions {
-            jpeg_min_short_side: jpeg_min_short_side(resize, size, cfg.jpeg_draft_margin),
-            ..cfg.decode
-        },
-        resize,
-        size,
-    };
+    let prep = Preparation::new(resize, size, cfg.max_pixels, cfg.jpeg_draft_margin);
     let mut batch = Batch::default();
     pipeline::prepare_in_order(
         &catalog,

@@ -147,7 +147,12 @@ fn train_group(
     outcome: &mut SweepOutcome,
 ) -> Result<()> {
     let embeddings = &group[0].embeddings;
-    progress.note(&format!("loading {} ({} runs to train on it)", embeddings.display(), group.len()));
+    progress.note(&format!(
+        "loading {} ({} run{} to train on it)",
+        embeddings.display(),
+        group.len(),
+        if group.len() == 1 { "" } else { "s" }
+    ));
     let inputs = Inputs::open(embeddings, labels_path, options.memory_limit)?;
     // the group key includes the split, so one join serves every run of the group
     let joined = Joined::new(&inputs.features, &inputs.table, &group[0].config.split)?;

@@ -1,24 +1,32 @@
 //! Image bytes into 8-bit RGB, or a recorded reason why not. Decoding sees bytes and, as a
 //! hint for SVG only, the extension of their name: never where they came from.
 //!
-//! JPEG (baseline, progressive, CMYK; EXIF orientation applied), PNG (8/16-bit, palette, alpha),
-//! GIF (first frame), WebP, TIFF and BMP through the `image` crate, with the format sniffed from
-//! the bytes, not the extension; SVG rasterised with resvg, with external references (files,
+//! The format is sniffed from the bytes, not the extension. JPEG goes to libjpeg-turbo (feature
+//! `turbojpeg`: SIMD, DCT-domain scaling, only the region a centre crop needs), WebP to libwebp
+//! (feature `libwebp`); what they leave (CMYK, 12-bit, damaged data, animations) and PNG
+//! (8/16-bit, palette, alpha), GIF (first frame), TIFF and BMP to the `image` crate. EXIF
+//! orientation is applied. SVG is rasterised with resvg, with external references (files,
 //! URLs) refused so an image can never read anything but itself. Formats recognised but not
 //! decoded (AVIF, HEIC, JPEG XL, JPEG 2000 …) are [`FailureKind::UnsupportedFormat`], not
 //! corrupt. Transparent pixels are composited on white. Dimensions are checked against a pixel
 //! limit *before* pixels are allocated, so a decompression bomb is a [`FailureKind::TooLarge`]
 //! record, not an OOM kill.
 
+mod jpeg;
 mod sniff;
+mod svg;
+#[cfg(feature = "turbojpeg")]
+mod turbo;
+#[cfg(feature = "libwebp")]
+mod webp;
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
 
+pub use jpeg::{centre_region, jpeg_reduction, jpeg_truncated};
 pub use sniff::{unsupported_format, UNSUPPORTED_FORMATS};
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 /// Default pixel limit: Pillow's decompression-bomb error threshold (2 x 89,478,485).
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
@@ -104,15 +112,50 @@ impl ImageFailure {
     }
 }
 
+/// Where decoded pixels lie in the picture: a decoder may return the picture at a reduced
+/// scale, and only the part of it a centre crop needs. In the units of the pixels returned,
+/// orientation applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Width of the whole picture.
+    pub width: u32,
+    /// Height of the whole picture.
+    pub height: u32,
+    /// Column of the picture where the pixels' first column lies.
+    pub left: u32,
+    /// Row of the picture where the pixels' first row lies.
+    pub top: u32,
+}
+
+impl Frame {
+    /// The frame of pixels that are the whole picture.
+    pub fn whole(width: u32, height: u32) -> Self {
+        Self { width, height, left: 0, top: 0 }
+    }
+}
+
 /// A decoded image.
 #[derive(Debug, Clone)]
 pub struct DecodedImage {
-    /// Pixels, alpha composited on white, orientation applied.
+    /// Pixels, alpha composited on white, orientation applied: the whole picture, or the part
+    /// of it [`DecodeOptions::centre_crop`] asked for, possibly at a reduced scale.
     pub rgb: RgbImage,
     /// Width of the original image (SVG: its declared size).
     pub width: u32,
     /// Height of the original image.
     pub height: u32,
+    /// Where `rgb` lies in the picture at the scale it was decoded at.
+    pub frame: Frame,
+}
+
+/// The part of an image its consumer reads: the centred square of `fraction` of the short
+/// side, to be resized to `output_size` px.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CentreCrop {
+    /// Side of the square as a fraction of the short side.
+    pub fraction: f64,
+    /// Side, in pixels, the square is resized to (which sets the resize filter's support).
+    pub output_size: u32,
 }
 
 /// Decoding settings.
@@ -125,19 +168,33 @@ pub struct DecodeOptions {
     /// DCT-domain downscaling of JPEGs: decode at 1/2, 1/4 or 1/8 scale as long as the short
     /// side stays at least this many pixels (`None`: always decode at full size).
     pub jpeg_min_short_side: Option<u32>,
+    /// Only this centre square will be read: decoders that can decode part of an image
+    /// (libjpeg-turbo) decode just the square and a border, which gives the resize the same
+    /// pixels as a whole decode would (`None`: always the whole image).
+    pub centre_crop: Option<CentreCrop>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, svg_short_side: 512, jpeg_min_short_side: None }
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            svg_short_side: 512,
+            jpeg_min_short_side: None,
+            centre_crop: None,
+        }
     }
 }
 
-/// The largest JPEG IDCT reduction (1, 2, 4 or 8) that keeps the short side of a `w x h`
-/// image at least `min_short` pixels.
-pub fn jpeg_reduction(w: u32, h: u32, min_short: u32) -> u32 {
-    let short = w.min(h);
-    [8, 4, 2].into_iter().find(|&r| short.div_ceil(r) >= min_short).unwrap_or(1)
+/// Refuses a `w x h` image over the pixel limit, before its pixels are allocated.
+fn check_pixels(w: u32, h: u32, opts: &DecodeOptions) -> Result<(), ImageFailure> {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > opts.max_pixels {
+        return Err(ImageFailure::new(
+            FailureKind::TooLarge,
+            format!("{w}x{h} = {pixels} pixels exceeds the limit of {} (--max-pixels)", opts.max_pixels),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes image bytes; `extension` (of the file or member name, if any) only helps recognise
@@ -157,8 +214,8 @@ pub fn decode_bytes(
         ));
     }
     let result = catch_unwind(AssertUnwindSafe(|| {
-        if looks_like_svg(bytes, extension) {
-            render_svg(bytes, opts)
+        if svg::looks_like_svg(bytes, extension) {
+            svg::render(bytes, opts)
         } else {
             decode_raster(bytes, opts)
         }
@@ -173,55 +230,51 @@ pub fn decode_bytes(
     })
 }
 
-fn looks_like_svg(bytes: &[u8], extension: Option<&str>) -> bool {
-    let ext = extension.map(str::to_ascii_lowercase);
-    if matches!(ext.as_deref(), Some("svg" | "svgz")) {
-        return true;
-    }
-    let head = &bytes[..bytes.len().min(512)];
-    let text = String::from_utf8_lossy(head);
-    let t = text.trim_start_matches('\u{feff}').trim_start();
-    t.starts_with("<svg") || (t.starts_with("<?xml") && text.contains("<svg"))
-}
-
 fn decode_raster(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, ImageFailure> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageFailure::new(FailureKind::Unreadable, e.to_string()))?;
-    let Some(format) = reader.format() else {
+    let Ok(format) = image::guess_format(bytes) else {
         return Err(ImageFailure::new(FailureKind::NotAnImage, "unrecognised file format"));
     };
-    let mut reader = reader;
+    if format == ImageFormat::Jpeg {
+        let layout = jpeg::Layout::scan(bytes);
+        if layout.truncated {
+            // decoders would pad the missing data with grey and succeed
+            return Err(jpeg::truncated_failure());
+        }
+        #[cfg(feature = "turbojpeg")]
+        if let Some(img) = jpeg::decode_turbo(bytes, &layout, opts)? {
+            return Ok(img);
+        }
+    }
+    #[cfg(feature = "libwebp")]
+    if format == ImageFormat::WebP {
+        if let Some(img) = webp::decode(bytes, opts)? {
+            return Ok(img);
+        }
+    }
+    decode_general(bytes, format, opts)
+}
+
+/// The `image` crate's decoders: every raster format, and what the fast paths leave.
+fn decode_general(
+    bytes: &[u8],
+    format: ImageFormat,
+    opts: &DecodeOptions,
+) -> Result<DecodedImage, ImageFailure> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     // room for a 16-bit RGBA image at the pixel limit; dimensions are checked below
     limits.max_alloc = Some(opts.max_pixels.saturating_mul(8));
     reader.limits(limits);
-    if format == image::ImageFormat::Jpeg && jpeg_truncated(bytes) {
-        // the decoder would pad the missing scan with grey and succeed
-        return Err(ImageFailure::new(
-            FailureKind::Corrupt,
-            "Jpeg: truncated (no end-of-image marker after the last scan)",
-        ));
-    }
     let corrupt = |e: image::ImageError| classify(format, e);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (w, h) = decoder.dimensions();
-    if u64::from(w) * u64::from(h) > opts.max_pixels {
-        return Err(ImageFailure::new(
-            FailureKind::TooLarge,
-            format!(
-                "{w}x{h} = {} pixels exceeds the limit of {} (--max-pixels)",
-                u64::from(w) * u64::from(h),
-                opts.max_pixels
-            ),
-        ));
-    }
+    check_pixels(w, h, opts)?;
     let orientation = decoder.orientation().ok();
     let reduction = match (format, opts.jpeg_min_short_side) {
-        (image::ImageFormat::Jpeg, Some(min)) => jpeg_reduction(w, h, min),
+        (ImageFormat::Jpeg, Some(min)) => jpeg_reduction(w, h, min),
         _ => 1,
     };
-    let scaled = if reduction > 1 { decode_jpeg_scaled(bytes, w, h, reduction) } else { None };
+    let scaled = if reduction > 1 { jpeg::decode_scaled_fallback(bytes, w, h, reduction) } else { None };
     let mut img = match scaled {
         Some(img) => img,
         None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
@@ -231,43 +284,12 @@ fn decode_raster(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, Ima
     }
     // the original size, whatever scale the pixels were decoded at (orientation applied)
     let (width, height) = match orientation {
-        Some(o) if swaps_axes(o) => (h, w),
+        Some(o) if jpeg::swaps_axes(o) => (h, w),
         _ => (w, h),
     };
-    Ok(DecodedImage { rgb: to_rgb_on_white(img), width, height })
-}
-
-fn swaps_axes(o: image::metadata::Orientation) -> bool {
-    use image::metadata::Orientation::*;
-    matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
-}
-
-/// Decodes a YCbCr or greyscale JPEG at 1/`reduction` scale in the DCT domain; `None` for
-/// what it does not handle (CMYK, 16-bit), which then takes the full-size path.
-fn decode_jpeg_scaled(bytes: &[u8], w: u32, h: u32, reduction: u32) -> Option<DynamicImage> {
-    let mut dec = jpeg_decoder::Decoder::new(bytes);
-    let (sw, sh) = dec.scale(w.div_ceil(reduction) as u16, h.div_ceil(reduction) as u16).ok()?;
-    let pixels = dec.decode().ok()?;
-    let info = dec.info()?;
-    let (sw, sh) = (u32::from(sw), u32::from(sh));
-    match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageRgb8),
-        jpeg_decoder::PixelFormat::L8 => {
-            image::GrayImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageLuma8)
-        }
-        _ => None,
-    }
-}
-
-/// Whether a JPEG lacks an end-of-image marker (FF D9) after its last start-of-scan (FF DA).
-/// Inside entropy-coded data FF is always followed by 00 or a restart marker, so FF D9 there
-/// is the real end; data appended after it (camera trailers) is allowed.
-pub fn jpeg_truncated(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_sos {
-        Some(i) => !bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => true,
-    }
+    let rgb = to_rgb_on_white(img);
+    let frame = Frame::whole(rgb.width(), rgb.height());
+    Ok(DecodedImage { rgb, width, height, frame })
 }
 
 fn classify(format: image::ImageFormat, e: image::ImageError) -> ImageFailure {
@@ -299,45 +321,4 @@ pub fn to_rgb_on_white(img: DynamicImage) -> RgbImage {
         }
     }
     RgbImage::from_raw(w, h, out).expect("buffer sized for w x h RGB")
-}
-
-fn fontdb() -> Arc<resvg::usvg::fontdb::Database> {
-    static DB: OnceLock<Arc<resvg::usvg::fontdb::Database>> = OnceLock::new();
-    DB.get_or_init(|| {
-        let mut db = resvg::usvg::fontdb::Database::new();
-        db.load_system_fonts();
-        Arc::new(db)
-    })
-    .clone()
-}
-
-fn render_svg(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedImage, ImageFailure> {
-    use resvg::{tiny_skia, usvg};
-    let options = usvg::Options {
-        resources_dir: None,
-        fontdb: fontdb(),
-        image_href_resolver: usvg::ImageHrefResolver {
-            // data: URLs are part of the image; paths and URLs are never followed
-            resolve_data: usvg::ImageHrefResolver::default_data_resolver(),
-            resolve_string: Box::new(|_, _| None),
-        },
-        ..Default::default()
-    };
-    let tree = usvg::Tree::from_data(bytes, &options)
-        .map_err(|e| ImageFailure::new(FailureKind::Corrupt, format!("SVG: {e}")))?;
-    let size = tree.size();
-    let (sw, sh) = (size.width(), size.height());
-    let scale = (opts.svg_short_side as f32 / sw.min(sh)).min(4096.0 / sw.max(sh));
-    let (w, h) = ((sw * scale).round().max(1.0) as u32, (sh * scale).round().max(1.0) as u32);
-    let mut pixmap = tiny_skia::Pixmap::new(w, h)
-        .ok_or_else(|| ImageFailure::new(FailureKind::Corrupt, format!("SVG: cannot render at {w}x{h}")))?;
-    resvg::render(&tree, tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
-    // premultiplied RGBA over white: c + (255 - a)
-    let mut out = Vec::with_capacity((w * h * 3) as usize);
-    for px in pixmap.data().chunks_exact(4) {
-        let bg = 255 - px[3];
-        out.extend(px[..3].iter().map(|c| c.saturating_add(bg)));
-    }
-    let rgb = RgbImage::from_raw(w, h, out).expect("buffer sized for w x h RGB");
-    Ok(DecodedImage { rgb, width: sw.round() as u32, height: sh.round() as u32 })
 }
