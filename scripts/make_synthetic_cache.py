@@ -2,6 +2,7 @@
 """Writes a synthetic embedding cache with a planted label signal, plus its label table.
 
     scripts/make_synthetic_cache.py OUT_DIR [--n 570000] [--dim 1280] [--labels 20] [--seed 0]
+                                    [--encoding plain|byte-stream-split]
 
 OUT_DIR/cache/emb-synthetic-000000.parquet  the embeddings (float16, the feature-cache contract)
 OUT_DIR/labels.parquet                      id + `topics` (list of strings)
@@ -33,6 +34,9 @@ def main() -> None:
     ap.add_argument("--signal", type=float, default=0.6, help="strength of the planted direction")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--encoding", choices=["plain", "byte-stream-split"], default="plain",
+                    help="of the f16 values: plain as the extractor writes them (DuckDB reads it), or "
+                         "byte-stream-split as it did before (to compare read speeds)")
     args = ap.parse_args()
 
     rng = np.random.default_rng(args.seed)
@@ -65,9 +69,10 @@ def main() -> None:
     )
     ids_all, labels_all = [], []
     tmp = cache / ".emb-synthetic-000000.parquet.tmp"
-    # as the extractor writes them: values byte-stream-split, no dictionary
-    with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=["id"],
-                          use_byte_stream_split=["embedding.list.element"]) as w:
+    # as the extractor writes them: f16 values PLAIN (or byte-stream-split), no dictionary
+    bss = ["embedding.list.element"] if args.encoding == "byte-stream-split" else False
+    with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1, use_dictionary=["id"],
+                          use_byte_stream_split=bss) as w:
         for start in range(0, args.n, args.chunk):
             n = min(args.chunk, args.n - start)
             y = rng.random((n, m)) < freq

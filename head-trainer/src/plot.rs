@@ -440,7 +440,6 @@ impl Heatmap {
         let row_w = 16 + 7 * self.rows.iter().map(|r| r.chars().count()).max().unwrap_or(4) as u32;
         let col_h = 20 + 7 * self.columns.iter().map(|c| c.chars().count()).max().unwrap_or(4) as u32;
         let cell = (34u32, 72u32);
-        let (w, h) = (row_w + cell.1 * nc as u32 + 40, 70 + col_h + cell.0 * nr as u32);
         let values: Vec<f64> = self
             .cells
             .iter()
@@ -448,14 +447,21 @@ impl Heatmap {
             .collect();
         let lo = values.iter().copied().fold(1.0, f64::min);
         let hi = values.iter().copied().fold(0.0, f64::max).max(lo + 1e-6);
+        // The title on its own line, the key to colours and marks under it; the canvas is at
+        // least as wide as either (about 10 and 7 px per character at 17 and 13 px).
+        let key =
+            format!("colour from {lo:.3} (dark) to {hi:.3} (yellow); —: not in the run; n/a: undefined");
+        let text_w = (24 + 10 * self.title.chars().count() as u32).max(24 + 7 * key.chars().count() as u32);
+        let w = (row_w + cell.1 * nc as u32 + 40).max(text_w);
+        let h = 90 + col_h + cell.0 * nr as u32;
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
             root.fill(&WHITE).map_err(err)?;
-            let title =
-                format!("{} (colour from {lo:.3} to {hi:.3}; —: not predicted, n/a: undefined)", self.title);
-            root.draw(&Text::new(title, (12, 12), (FONT, 17))).map_err(err)?;
-            let (x0, y0) = (row_w as i32, (44 + col_h) as i32);
+            root.draw(&Text::new(self.title.clone(), (12, 12), (FONT, 17))).map_err(err)?;
+            let key_font = (FONT, 13).into_font().color(&RGBColor(80, 80, 80));
+            root.draw(&Text::new(key, (12, 36), key_font)).map_err(err)?;
+            let (x0, y0) = (row_w as i32, (64 + col_h) as i32);
             for (j, c) in self.columns.iter().enumerate() {
                 let x = x0 + (j as u32 * cell.1 + cell.1 / 2) as i32;
                 let font = (FONT, 13)

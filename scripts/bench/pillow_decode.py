@@ -27,7 +27,11 @@ def load(path):
     if im.mode in ("RGBA", "LA", "P"):
         im = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
-    im = im.convert("RGB")
+    return resize_crop(im.convert("RGB"))
+
+
+def resize_crop(im):
+    """The torchvision-style preparation: short side to 256 (bilinear), centre crop 224, uint8."""
     w, h = im.size
     s = 256 / min(w, h)
     im = im.resize((max(256, round(w * s)), max(256, round(h * s))), Image.BILINEAR)

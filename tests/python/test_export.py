@@ -7,6 +7,7 @@ no resizing, so Pillow hands onnxruntime the very pixels the extractor feeds the
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import MODELS, release_binary, skimage_photo
+from conftest import MODELS, ROOT, release_binary, skimage_photo
 
 SUBJECTS = {"chelsea.png": "cat", "coffee.png": "cup", "astronaut.png": "person", "rocket.jpg": "rocket",
             "motorcycle_left.png": "motorcycle"}
@@ -150,3 +151,25 @@ def test_a_head_of_another_model_is_refused_by_both(setup, tmp_path):
     assert proc.returncode != 0, proc.stdout
     assert "--head" in proc.stderr and "model = efficientnet-lite2" in proc.stderr, proc.stderr
     assert not (MODELS / "x.onnx").exists()
+
+
+def test_the_readme_serving_example_works_as_written(setup, tmp_path, monkeypatch, capsys):
+    """README, "Serving a head": the 10-line example labels one image as extractor + predict do."""
+    d = setup
+    text = (ROOT / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "topics.onnx" in b]
+    assert len(snippet.strip().splitlines()) <= 10
+    run(release_binary("head-trainer"), "export", d / "mlp", "--backbone", "efficientnet-lite0",
+        "--out", tmp_path / "topics.onnx")
+    # a 256 x 256 image: the 0.875 centre crop is 224 x 224 whole pixels, so Pillow's resize is exact
+    image = "cat03.png"
+    (tmp_path / "photo.jpg").symlink_to(d / "images" / image)
+    monkeypatch.chdir(tmp_path)
+    env = {}
+    exec(compile(snippet, "README.md", "exec"), env)
+    expected, labels = table(d / "mlp-predict.parquet")
+    assert env["labels"] == labels
+    worst = np.abs(env["probs"][0] - expected[image]).max()
+    assert worst <= TOL, f"the README example differs from predict by {worst}"
+    shown = capsys.readouterr().out
+    assert "cat" in shown, shown
