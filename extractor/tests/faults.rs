@@ -61,8 +61,9 @@ fn a_write_error_mid_run_stops_the_job_within_seconds_naming_the_cause() {
         assert!(start.elapsed() < Duration::from_secs(300), "no part written in 300 s");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // the output directory disappears under the running job (a full disk fails the same way)
-    std::fs::remove_dir_all(&out).unwrap();
+    // the output directory disappears under the running job (a full disk fails the same way);
+    // renamed away in one step, as deleting it file by file races with the job's next part
+    std::fs::rename(&out, tmp.path().join("gone")).unwrap();
     let removed = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
