@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import skimage
-from PIL import Image, ImageEnhance
+from photo_variants import photo_variants
 
 PHOTOS = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
           "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "brick.png", "color.png"]
@@ -44,26 +43,12 @@ URL = "https://upload.wikimedia.org/wikipedia/commons/{}"
 
 def make_images(n, long, seed):
     rng = np.random.default_rng(seed)
-    data = Path(skimage.__file__).parent / "data"
-    names = [p for p in PHOTOS if (data / p).exists()]
-    srcs = [Image.open(data / p).convert("RGB") for p in names]
     out = []
-    for i in range(n):
-        im = srcs[i % len(srcs)]
-        w, h = im.size
-        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        c = im.crop((x, y, x + cw, y + ch))
-        if rng.random() < 0.5:
-            c = c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        c = ImageEnhance.Color(c).enhance(rng.uniform(0.7, 1.3))
-        s = long / max(c.size)
-        c = c.resize((max(1, round(c.size[0] * s)), max(1, round(c.size[1] * s))), Image.BICUBIC)
+    for i, (source, c) in enumerate(photo_variants(PHOTOS, n, long, rng)):
         ext, fmt = FORMATS[i % len(FORMATS)]
         buf = io.BytesIO()
         c.save(buf, fmt, **({"quality": int(rng.integers(80, 95))} if fmt in ("JPEG", "WEBP") else {}))
-        out.append({"key": f"{i:09d}", "ext": ext, "bytes": buf.getvalue(), "size": c.size,
-                    "source": names[i % len(names)]})
+        out.append({"key": f"{i:09d}", "ext": ext, "bytes": buf.getvalue(), "size": c.size, "source": source})
     return out
 
 

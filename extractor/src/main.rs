@@ -1,9 +1,7 @@
 //! `extractor`: embed images once with a frozen EfficientNet and cache the embeddings as Parquet.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,9 +9,9 @@ use extractor::bench::Stage;
 use extractor::embed::Device;
 use extractor::job::{self, JobConfig, Preparation};
 use extractor::model::{ModelManifest, ResizePolicy};
-use feature_cache::{EmbeddingDtype, Pooling, Progress, Shard};
+use feature_cache::{EmbeddingDtype, Pooling, Shard};
 use image_input::{InputKind, InputOptions, ParquetOptions};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use terminal::{emit, Bar};
 
 /// Embed every image once with a frozen ImageNet EfficientNet (ONNX Runtime, CUDA or CPU) and
 /// write the penultimate-layer embeddings to a Parquet feature cache for `head-trainer`.
@@ -136,7 +134,7 @@ struct EmbedArgs {
     #[arg(long, default_value = "auto")]
     device: Device,
     /// Images per inference batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = job::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     /// Storage type of the embeddings.
     #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
@@ -156,7 +154,7 @@ struct EmbedArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Images per Parquet part at most: the unit of atomic writes and of work lost on a crash.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = job::DEFAULT_PART_SIZE)]
     part_size: usize,
     /// A trained head (run directory of `head-trainer`) to apply in the same pass: its
     /// predictions go to OUT/_heads/<run>/, part by part. Repeat for several heads.
@@ -243,70 +241,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes to standard output; a reader that went away (`| head`) ends the program quietly.
-fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        r => r.context("writing to standard output"),
-    }
-}
-
-/// A progress bar on standard error with rate and ETA; notes printed above it.
-struct Bar(ProgressBar);
-
-impl Bar {
-    fn new(quiet: bool) -> Self {
-        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-        let bar = ProgressBar::with_draw_target(Some(0), target);
-        bar.enable_steady_tick(Duration::from_millis(250));
-        Self(bar)
-    }
-}
-
-impl Progress for Bar {
-    fn start(&self, stage: &str, total: u64, unit: &str) {
-        let template = format!(
-            "{{spinner}} {stage} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
-        );
-        self.0.set_style(
-            ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        self.0.set_length(total);
-        self.0.set_position(0);
-        self.0.reset_eta();
-    }
-
-    fn advance(&self, n: u64) {
-        self.0.inc(n);
-    }
-
-    fn note(&self, message: &str) {
-        self.0.suspend(|| eprintln!("note: {message}"));
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { cache, json } => {
             let info = extractor::info::cache_info(&cache)?;
             if json {
-                emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))
+                Ok(emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))?)
             } else {
-                emit(&format!("{info}\n"))
+                Ok(emit(&format!("{info}\n"))?)
             }
         }
         Command::Migrate { cache } => {
             let bar = Bar::new(false);
             let done = extractor::migrate::migrate(&cache, &bar)
                 .with_context(|| format!("migrating {}", cache.display()))?;
-            bar.0.finish_and_clear();
-            emit(&format!(
+            bar.finish();
+            Ok(emit(&format!(
                 "{}: {} parts rewritten in format 2, {} failure tables moved to _failures/\n",
                 cache.display(),
                 done.parts.len(),
                 done.failure_tables.len()
-            ))
+            ))?)
         }
         Command::BenchDecode(args) => bench(*args),
         Command::Embed(args) => embed(*args),
@@ -334,19 +289,19 @@ fn bench(args: BenchArgs) -> Result<()> {
         &bar,
     )
     .with_context(|| format!("decoding {}", args.input))?;
-    bar.0.finish_and_clear();
+    bar.finish();
     if args.json {
-        return emit(&format!("{}\n", serde_json::to_string(&rate)?));
+        return Ok(emit(&format!("{}\n", serde_json::to_string(&rate)?))?);
     }
     let done = match rate.stage {
         Stage::Read => "read",
         Stage::Decode => "decoded",
         Stage::Prepare => "prepared",
     };
-    emit(&format!(
+    Ok(emit(&format!(
         "{done} {} images ({} failed) in {:.2}s on {} threads: {:.1} images/s, {:.1} images/s per thread\n",
         rate.images, rate.failed, rate.seconds, rate.threads, rate.images_per_s, rate.images_per_s_per_thread
-    ))
+    ))?)
 }
 
 fn embed(args: EmbedArgs) -> Result<()> {
@@ -379,7 +334,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     };
     let bar = Bar::new(args.quiet);
     let summary = job::run(&cfg, &bar).with_context(|| format!("embedding {}", args.input))?;
-    bar.0.finish_and_clear();
+    bar.finish();
     let done = summary.embedded + summary.failed;
     let mut text = format!(
         "embedded {} images, {} failed, {} already done (shard {} of {} images) in {:.1}s, {:.1} images/s on {} -> {}\n",
@@ -399,7 +354,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
             args.out.display()
         ));
     }
-    emit(&text)
+    Ok(emit(&text)?)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use extractor::embed::Device;
 use extractor::job::{JobConfig, Preparation, DEFAULT_JPEG_DRAFT_MARGIN};
 use extractor::model::ResizePolicy;
-use feature_cache::{EmbeddingDtype, Pooling, Shard, Silent};
+use feature_cache::Silent;
 use head_trainer::config::RunConfig;
 use head_trainer::predictions::read_predictions;
 use head_trainer::run::{predict, train_one, Inputs};
@@ -44,23 +44,11 @@ fn the_exported_model_equals_extraction_and_predict() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
     let cache = tmp.path().join("cache");
+    let images = tmp.path().join("images");
     let job = JobConfig {
-        input: tmp.path().join("images").to_str().unwrap().to_string(),
-        input_options: Default::default(),
-        model: "efficientnet-lite0".into(),
-        out: cache.clone(),
         device: Device::Cpu,
         batch_size: 16,
-        dtype: EmbeddingDtype::F16,
-        pooling: Pooling::Avg,
-        input_size: None,
-        resize: None,
-        shard: Shard::ALL,
-        threads: 0,
-        part_size: 4096,
-        max_pixels: image_input::decode::DEFAULT_MAX_PIXELS,
-        jpeg_draft_margin: DEFAULT_JPEG_DRAFT_MARGIN,
-        heads: Vec::new(),
+        ..JobConfig::new(images.to_str().unwrap(), "efficientnet-lite0", &cache)
     };
     extractor::job::run(&job, &Silent).unwrap();
     let inputs = Inputs::load(&cache, &tmp.path().join("labels.csv")).unwrap();

@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use feature_cache::{Progress, Shard};
+use feature_cache::Shard;
 use head_trainer::config::{RunConfig, RunOverrides};
 use head_trainer::gallery::{GalleryOptions, ImageSources, DEFAULT_PER_LABEL};
 use head_trainer::labels::EmptyPolicy;
@@ -14,7 +13,7 @@ use head_trainer::model::{LossKind, ModelKind};
 use head_trainer::run::{predict, rebuild_gallery, train_one, Inputs, TrainOptions};
 use head_trainer::summary::markdown_table;
 use head_trainer::sweep::{run_sweep, SweepOptions};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use terminal::{emit, Bar};
 
 /// Train a Dense(128, ReLU) + Dense(M, sigmoid) topic head on embeddings cached by `extractor`,
 /// evaluate it (per-label precision, recall, ROC/PR AUC, micro/macro averages) and write a run
@@ -235,51 +234,6 @@ fn keep_freed_memory() {
     }
 }
 
-/// A progress bar on standard error with rate and ETA; notes printed above it (also when the
-/// bar is hidden).
-struct Bar(ProgressBar);
-
-impl Bar {
-    fn new(quiet: bool) -> Self {
-        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-        let bar = ProgressBar::with_draw_target(Some(0), target);
-        bar.enable_steady_tick(Duration::from_millis(250));
-        Self(bar)
-    }
-}
-
-impl Progress for Bar {
-    fn start(&self, stage: &str, total: u64, unit: &str) {
-        let template = format!(
-            "{{spinner}} {stage} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}"
-        );
-        self.0.set_style(
-            ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        self.0.set_length(total);
-        self.0.set_position(0);
-        self.0.reset_eta();
-    }
-
-    fn advance(&self, n: u64) {
-        self.0.inc(n);
-    }
-
-    fn note(&self, message: &str) {
-        self.0.suspend(|| eprintln!("note: {message}"));
-    }
-}
-
-/// Writes to standard output; a reader that went away (`| head`) ends the program quietly.
-fn emit(text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        r => r.context("writing to standard output"),
-    }
-}
-
 fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     let mut c = match &a.config {
         Some(p) => RunConfig::load(p)?,
@@ -359,14 +313,14 @@ fn run(cli: Cli) -> Result<()> {
                 gallery: Some(args.gallery.options(&args.embeddings)),
             };
             let outcome = train_one(&inputs, &config, &args.out, &options, &bar)?;
-            bar.0.finish_and_clear();
+            bar.finish();
             let t = &outcome.trained;
             let (mi, ma) = (&t.test.micro, &t.test.macro_);
             let fitted = match t.history.len() {
                 0 => "linear probe".to_string(),
                 _ => format!("best epoch {}", t.best_epoch),
             };
-            emit(&format!(
+            Ok(emit(&format!(
                 "{}: {} labels, {fitted}, test micro ROC AUC {:.3}, macro ROC AUC {:.3}, micro F1 {:.3}, macro F1 {:.3} ({:.1}s) -> {}/report.md\n",
                 t.name,
                 t.labels.len(),
@@ -376,7 +330,7 @@ fn run(cli: Cli) -> Result<()> {
                 ma.at_f1.f1,
                 t.seconds,
                 outcome.dir.display()
-            ))
+            ))?)
         }
         Command::Sweep { sweep, out, max_fused, shard, memory_limit, gallery, quiet } => {
             let shard = match shard {
@@ -388,42 +342,42 @@ fn run(cli: Cli) -> Result<()> {
             let options = SweepOptions { max_fused, shard, memory_limit, gallery: gallery.gallery, images };
             let outcome = run_sweep(&sweep, &out, options, &bar)
                 .with_context(|| format!("sweep {}", sweep.display()))?;
-            bar.0.finish_and_clear();
+            bar.finish();
             let summary = match shard {
                 None => format!("summary: {}/summary.md", out.display()),
                 Some(s) => format!("shard {s}: a final run without --shard writes the summary"),
             };
-            emit(&format!(
+            Ok(emit(&format!(
                 "{} runs trained, {} already finished; {summary}\n{}",
                 outcome.trained.len(),
                 outcome.skipped.len(),
                 markdown_table(&outcome.rows)
-            ))
+            ))?)
         }
         Command::Export { run, out, backbone } => {
             let e = head_trainer::export::export(&run, backbone.as_deref(), &out)
                 .with_context(|| format!("exporting {}", run.display()))?;
-            emit(&format!(
+            Ok(emit(&format!(
                 "wrote {} ({:.1} MiB): inputs {}, outputs {}\n",
                 out.display(),
                 e.bytes as f64 / 1048576.0,
                 e.inputs.join(", "),
                 e.outputs.join(", ")
-            ))
+            ))?)
         }
         Command::Report { run, gallery, quiet } => {
             let bar = Bar::new(quiet);
             let info = head_trainer::head_io::HeadInfo::load(&run)?;
             let cache = info.inputs.map(|i| i.embeddings).unwrap_or_default();
             let n = rebuild_gallery(&run, &gallery.options(&cache), &bar)?;
-            bar.0.finish_and_clear();
-            emit(&format!("{}/report.html: {n} thumbnails\n", run.display()))
+            bar.finish();
+            Ok(emit(&format!("{}/report.html: {n} thumbnails\n", run.display()))?)
         }
         Command::Predict { head, embeddings, out, quiet } => {
             let bar = Bar::new(quiet);
             let n = predict(&head, &embeddings, &out, &bar)?;
-            bar.0.finish_and_clear();
-            emit(&format!("wrote {n} predictions to {}\n", out.display()))
+            bar.finish();
+            Ok(emit(&format!("wrote {n} predictions to {}\n", out.display()))?)
         }
     }
 }

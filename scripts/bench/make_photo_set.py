@@ -8,11 +8,13 @@ quality 80-94, PNG as Pillow writes it).
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
-import skimage
-from PIL import Image, ImageEnhance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from photo_variants import photo_variants  # noqa: E402
 
 PHOTOS = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png",
           "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "brick.png", "grass.png", "gravel.png", "color.png"]
@@ -27,21 +29,9 @@ def main():
     ap.add_argument("--format", choices=["jpg", "webp", "png"], default="jpg")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
-    data = Path(skimage.__file__).parent / "data"
-    srcs = [Image.open(data / p).convert("RGB") for p in PHOTOS if (data / p).exists()]
     a.out.mkdir(parents=True, exist_ok=True)
     rows = ["id,path"]
-    for i in range(a.n):
-        im = srcs[i % len(srcs)]
-        w, h = im.size
-        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        c = im.crop((x, y, x + cw, y + ch))
-        if rng.random() < 0.5:
-            c = c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        c = ImageEnhance.Color(c).enhance(rng.uniform(0.7, 1.3))
-        s = a.long / max(c.size)
-        c = c.resize((max(1, round(c.size[0] * s)), max(1, round(c.size[1] * s))), Image.BICUBIC)
+    for i, (_, c) in enumerate(photo_variants(PHOTOS, a.n, a.long, rng)):
         name = f"photo{i:05d}.{a.format}"
         quality = int(rng.integers(80, 95))
         if a.format == "png":

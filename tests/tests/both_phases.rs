@@ -5,7 +5,7 @@ use std::path::Path;
 
 use extractor::embed::Device;
 use extractor::job::JobConfig;
-use feature_cache::{EmbeddingCache, EmbeddingDtype, Pooling, Shard, Silent};
+use feature_cache::{EmbeddingCache, Silent};
 use head_trainer::config::RunConfig;
 use head_trainer::run::{predict, train_one, Inputs};
 use image::{Rgb, RgbImage};
@@ -80,23 +80,13 @@ fn extract_train_evaluate_predict() {
     let tmp = tempfile::tempdir().unwrap();
     make_dataset(tmp.path(), 240);
     let cache = tmp.path().join("cache");
+    let images = tmp.path().join("images");
     let job = JobConfig {
-        input: tmp.path().join("images").to_str().unwrap().to_string(),
-        input_options: Default::default(),
-        model: "efficientnet-lite0".into(),
-        out: cache.clone(),
         device: Device::Cpu,
         batch_size: 16,
-        dtype: EmbeddingDtype::F16,
-        pooling: Pooling::Avg,
         input_size: Some(128),
-        resize: None,
-        shard: Shard::ALL,
-        threads: 0,
         part_size: 100,
-        max_pixels: image_input::decode::DEFAULT_MAX_PIXELS,
-        jpeg_draft_margin: extractor::job::DEFAULT_JPEG_DRAFT_MARGIN,
-        heads: Vec::new(),
+        ..JobConfig::new(images.to_str().unwrap(), "efficientnet-lite0", &cache)
     };
     let summary = extractor::job::run(&job, &Silent).unwrap();
     assert_eq!((summary.embedded, summary.failed), (240, 1));

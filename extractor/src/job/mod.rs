@@ -72,6 +72,36 @@ pub struct JobConfig {
 /// Default of [`JobConfig::jpeg_draft_margin`]: the decoded crop is at least 3x the input
 /// size, which keeps every embedding within cosine 0.995 of a full decode's (BENCHMARKS.md).
 pub const DEFAULT_JPEG_DRAFT_MARGIN: f64 = 3.0;
+/// Default of [`JobConfig::batch_size`].
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+/// Default of [`JobConfig::part_size`].
+pub const DEFAULT_PART_SIZE: usize = 4096;
+
+impl JobConfig {
+    /// A job embedding `input` with `model` into `out`, with every other setting at the
+    /// command line's default: automatic device, f16 average-pooled embeddings at the model's
+    /// own input size and resize policy, the whole input, all cores, no heads.
+    pub fn new(input: impl Into<String>, model: impl Into<String>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            input: input.into(),
+            input_options: InputOptions::default(),
+            model: model.into(),
+            out: out.into(),
+            device: Device::Auto,
+            batch_size: DEFAULT_BATCH_SIZE,
+            dtype: EmbeddingDtype::F16,
+            pooling: Pooling::Avg,
+            input_size: None,
+            resize: None,
+            shard: Shard::ALL,
+            threads: 0,
+            part_size: DEFAULT_PART_SIZE,
+            max_pixels: image_input::decode::DEFAULT_MAX_PIXELS,
+            jpeg_draft_margin: DEFAULT_JPEG_DRAFT_MARGIN,
+            heads: Vec::new(),
+        }
+    }
+}
 
 /// Short side a JPEG may be DCT-downscaled to: the crop of the resize policy stays at least
 /// `margin` x the input size.
